@@ -1,0 +1,142 @@
+package ghost
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Shared test helpers: clusters of real nodes in one process.
+
+// fastGossip tunes memberlist for tests: failures are noticed in well under
+// a second and news spreads in tens of milliseconds.
+func fastGossip(mc *memberlist.Config) {
+	mc.ProbeInterval = 50 * time.Millisecond
+	mc.ProbeTimeout = 25 * time.Millisecond
+	mc.SuspicionMult = 2
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.GossipInterval = 10 * time.Millisecond
+	mc.PushPullInterval = time.Second
+	mc.TCPTimeout = time.Second
+	mc.GossipToTheDeadTime = time.Second
+}
+
+// testConfig is a node configuration for tests; tcp picks real sockets on
+// 127.0.0.1, otherwise net carries the traffic.
+func testConfig(net *MemNetwork) Config {
+	return Config{
+		Addr:           "127.0.0.1:0",
+		Network:        net,
+		Gossip:         fastGossip,
+		RejoinInterval: 100 * time.Millisecond,
+		RequestTimeout: time.Second,
+	}
+}
+
+// cluster is a set of nodes started together.
+type cluster struct {
+	t     *testing.T
+	net   *MemNetwork // nil for real TCP
+	nodes []*Node
+}
+
+// newCluster starts size nodes, each joining the first, and waits until
+// every node sees all of them. With tcp the nodes talk over 127.0.0.1.
+func newCluster(t *testing.T, size int, tcp bool, tune ...func(*Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	if !tcp {
+		c.net = NewMemNetwork()
+	}
+	for range size {
+		c.add(tune...)
+	}
+	c.waitConverged()
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.Close()
+		}
+	})
+	return c
+}
+
+// add starts one more node that joins the first one.
+func (c *cluster) add(tune ...func(*Config)) *Node {
+	c.t.Helper()
+	cfg := testConfig(c.net)
+	if len(c.nodes) > 0 {
+		cfg.Peers = []string{c.nodes[0].Addr()}
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	n, err := Join(context.Background(), cfg)
+	if err != nil {
+		c.t.Fatalf("Join: %v", err)
+	}
+	c.nodes = append(c.nodes, n)
+	return n
+}
+
+// live returns the nodes that have not been stopped.
+func (c *cluster) live() []*Node {
+	var out []*Node
+	for _, n := range c.nodes {
+		if !n.closed.Load() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// waitConverged waits until every live node lists exactly the live nodes.
+func (c *cluster) waitConverged() {
+	c.t.Helper()
+	var want []string
+	for _, n := range c.live() {
+		want = append(want, n.Addr())
+	}
+	slices.Sort(want)
+	waitFor(c.t, 10*time.Second, func() error {
+		for _, n := range c.live() {
+			if got := n.Members(); !slices.Equal(got, want) {
+				return fmt.Errorf("%s sees %v, want %v", n.Addr(), got, want)
+			}
+		}
+		return nil
+	})
+}
+
+// waitFor polls cond until it returns nil, failing the test at the deadline
+// with cond's last error.
+func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// keyOwnedBy returns a key whose owner is n and not from.
+func (c *cluster) keyOwnedBy(n *Node, prefix string) string {
+	c.t.Helper()
+	for i := range 100000 {
+		k := fmt.Sprintf("%s-%d", prefix, i)
+		if n.Owner(k) == n.Addr() {
+			return k
+		}
+	}
+	c.t.Fatalf("no key owned by %s", n.Addr())
+	return ""
+}

@@ -1,0 +1,184 @@
+package ghost
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// DefaultPort is the port GhostDB nodes listen on, and the port assumed for
+// an address in the node list that names none.
+const DefaultPort = 7991
+
+// Config configures a node. The zero value of every field means its
+// documented default, so Config{PeersFile: "nodes.conf"} is a complete
+// configuration.
+type Config struct {
+	// PeersFile is the node list: a file path, or an http:// or https:// URL,
+	// holding one address per line ("10.0.0.7", "10.0.0.7:7991",
+	// "[fd00::7]:7991" or a host name; no port means 7991; blank lines and
+	// "#" comments are ignored). It is re-read every PeersRefresh and new
+	// addresses are joined. Optional.
+	PeersFile string
+
+	// Peers are seed addresses given in code, in the same formats as the
+	// lines of PeersFile. Used together with PeersFile. Optional.
+	Peers []string
+
+	// Addr is where the node listens, for gossip (TCP and UDP) and the cache
+	// protocol (TCP) alike. Default ":7991". "127.0.0.1:0" picks a free port;
+	// Node.Addr reports it.
+	Addr string
+
+	// AdvertiseAddr is the host:port peers use to reach this node. Default:
+	// Addr when it names an IP, else the first private IPv4 address of this
+	// host (memberlist's rule), else 127.0.0.1; with Addr's port.
+	AdvertiseAddr string
+
+	// Name is this node's name in the cluster; it must be unique among live
+	// nodes. Default: the advertised address followed by a random suffix, so
+	// a restarted process never collides with its former self.
+	Name string
+
+	// MaxKeys is the most pairs this node holds; past it, the least recently
+	// used pairs are evicted. Default 65536.
+	MaxKeys int
+
+	// MaxBytes is the most key+value bytes (values as encoded) this node
+	// holds; past it, the least recently used pairs are evicted.
+	// Default 256 MiB.
+	MaxBytes int64
+
+	// MaxValueSize is the largest encoded value a Put or Add accepts;
+	// larger ones fail with ErrValueTooLarge. Default 1 MiB.
+	MaxValueSize int
+
+	// DefaultTTL applies when a call passes ttl 0. Default NoExpiry.
+	DefaultTTL time.Duration
+
+	// CrawlerInterval is how often expired pairs are removed in the
+	// background. Expired pairs are never returned, whatever this is.
+	// Default 1 minute.
+	CrawlerInterval time.Duration
+
+	// SnitchInterval and WatchdogInterval are how often a system and an
+	// application metrics sample is recorded. Default 1 minute each.
+	SnitchInterval   time.Duration
+	WatchdogInterval time.Duration
+
+	// MetricsHistory is how many recorded samples of each kind are kept.
+	// Default 60.
+	MetricsHistory int
+
+	// PeersRefresh is how often PeersFile is re-read. Default 30 seconds.
+	PeersRefresh time.Duration
+
+	// RejoinInterval is how often seeds that are not members are joined
+	// again, so that a node started before its peers finds them. Default 5
+	// seconds.
+	RejoinInterval time.Duration
+
+	// RequestTimeout bounds a call to another node when ctx has no earlier
+	// deadline. Default 2 seconds.
+	RequestTimeout time.Duration
+
+	// SuspectTimeout is how long a peer that failed a call is skipped before
+	// calls try it again (membership removes it for good once gossip agrees
+	// it is dead). Default 1 second.
+	SuspectTimeout time.Duration
+
+	// ConnsPerPeer is how many TCP connections this node keeps to each peer;
+	// requests are pipelined on each. Default 2.
+	ConnsPerPeer int
+
+	// MaxFrameSize is the largest message accepted on the wire.
+	// Default MaxValueSize + 64 KiB.
+	MaxFrameSize int
+
+	// PartitionCount is how many partitions the keyspace is split into. It
+	// must be the same on every node, for the life of the cluster.
+	// Default 271.
+	PartitionCount int
+
+	// SecretKey, when set (16, 24 or 32 bytes, the same on every node),
+	// encrypts gossip. The cache protocol itself is not encrypted: keep
+	// port 7991 on a private network.
+	SecretKey []byte
+
+	// Label keeps clusters that share a network apart: nodes with
+	// different labels ignore each other's gossip. Default none.
+	Label string
+
+	// Gossip, when set, is called with the memberlist configuration just
+	// before it is used, to tune probe and gossip timing. Network settings
+	// (Transport, addresses, Name, delegates) are GhostDB's and are set
+	// again afterwards.
+	Gossip func(*memberlist.Config)
+
+	// Logger receives the node's logs, memberlist's included. Default:
+	// none (silent).
+	Logger *slog.Logger
+
+	// Network, when set, carries all of the node's traffic in memory
+	// instead of over sockets: for fast tests of clusters in one process.
+	Network *MemNetwork
+
+	// protocolVersion overrides ProtocolVersion; tests use it to play a
+	// peer from another release.
+	protocolVersion uint8
+}
+
+// withDefaults fills in the zero fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.Addr == "" {
+		c.Addr = fmt.Sprintf(":%d", DefaultPort)
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return c, fmt.Errorf("ghost: Addr %q: %w", c.Addr, err)
+	}
+	setDefault(&c.MaxKeys, 65536)
+	setDefault(&c.MaxBytes, 256<<20)
+	setDefault(&c.MaxValueSize, 1<<20)
+	setDefault(&c.DefaultTTL, NoExpiry)
+	setDefault(&c.CrawlerInterval, time.Minute)
+	setDefault(&c.SnitchInterval, time.Minute)
+	setDefault(&c.WatchdogInterval, time.Minute)
+	setDefault(&c.MetricsHistory, 60)
+	setDefault(&c.PeersRefresh, 30*time.Second)
+	setDefault(&c.RejoinInterval, 5*time.Second)
+	setDefault(&c.RequestTimeout, 2*time.Second)
+	setDefault(&c.SuspectTimeout, time.Second)
+	setDefault(&c.ConnsPerPeer, 2)
+	setDefault(&c.MaxFrameSize, c.MaxValueSize+64<<10)
+	setDefault(&c.PartitionCount, 271)
+	setDefault(&c.protocolVersion, ProtocolVersion)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0:
+		return c, fmt.Errorf("ghost: negative limit in Config")
+	case int64(c.MaxValueSize) > c.MaxBytes:
+		return c, fmt.Errorf("ghost: MaxValueSize %d exceeds MaxBytes %d", c.MaxValueSize, c.MaxBytes)
+	case c.MaxFrameSize < c.MaxValueSize:
+		return c, fmt.Errorf("ghost: MaxFrameSize %d is below MaxValueSize %d", c.MaxFrameSize, c.MaxValueSize)
+	case c.DefaultTTL < 0 && c.DefaultTTL != NoExpiry:
+		return c, fmt.Errorf("ghost: DefaultTTL %v: want NoExpiry or a positive duration", c.DefaultTTL)
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return c, fmt.Errorf("ghost: SecretKey is %d bytes; want 16, 24 or 32", len(c.SecretKey))
+	}
+	return c, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}

@@ -1,0 +1,634 @@
+// Package ghost is GhostDB: an embeddable, peer-to-peer, distributed
+// in-memory cache.
+//
+// Every process that calls Join becomes a node of one cache. Nodes find each
+// other by gossip from a shared list of addresses, split the keyspace into
+// partitions by consistent hashing, and answer any call for any key from any
+// node: locally when they own the key, by one hop to its owner when they do
+// not. There are no cache servers to run.
+//
+// The calls and their results are those of the GhostDB SDKs: Get
+// (CACHE_MISS), Put and Add (STORED, NOT_STORED), Delete (REMOVED,
+// NOT_FOUND), Flush (FLUSHED, ERR_FLUSH), Ping and the snitch and watchdog
+// metrics. Results are Go errors that work with errors.Is; Message turns any
+// result back into its GhostDB word.
+package ghost
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// NoExpiry as a TTL keeps a pair until it is deleted, flushed or evicted.
+const NoExpiry time.Duration = -1
+
+// MaxKeyLen is the longest key, in bytes.
+const MaxKeyLen = 250
+
+// ProtocolVersion is the version of the node-to-node protocol this release
+// speaks. Nodes of different versions do not join one cluster.
+const ProtocolVersion uint8 = 1
+
+// The errors of GhostDB calls. Test for them with errors.Is: the errors
+// returned wrap them with details.
+var (
+	// ErrCacheMiss: Get found no live pair for the key (CACHE_MISS).
+	ErrCacheMiss = errors.New("ghost: CACHE_MISS")
+	// ErrNotStored: Add found the key already held (NOT_STORED).
+	ErrNotStored = errors.New("ghost: NOT_STORED: key exists")
+	// ErrNotFound: Delete found no live pair for the key (NOT_FOUND).
+	ErrNotFound = errors.New("ghost: NOT_FOUND")
+	// ErrFlush: Flush could not empty every node (ERR_FLUSH).
+	ErrFlush = errors.New("ghost: ERR_FLUSH")
+	// ErrNoMoreServers: no node that should serve the call could be reached.
+	ErrNoMoreServers = errors.New("ghost: no more servers")
+	// ErrKey: the key is empty, longer than MaxKeyLen bytes, or not UTF-8.
+	ErrKey = errors.New("ghost: bad key")
+	// ErrValueTooLarge: the encoded value is over Config.MaxValueSize.
+	ErrValueTooLarge = errors.New("ghost: value too large")
+	// ErrClosed: the node has left the cluster.
+	ErrClosed = errors.New("ghost: node closed")
+	// ErrProtocolVersion: a peer speaks another protocol version.
+	ErrProtocolVersion = errors.New("ghost: protocol version mismatch")
+)
+
+// Op names a GhostDB call, for Message.
+type Op uint8
+
+// The GhostDB calls. Their numbers are part of the wire protocol.
+const (
+	OpGet Op = iota + 1
+	OpPut
+	OpAdd
+	OpDelete
+	OpFlush
+	OpPing
+	OpSnitchMetrics
+	OpWatchdogMetrics
+)
+
+// Message returns the GhostDB word for the result of op: STORED, NOT_STORED,
+// REMOVED, NOT_FOUND, FLUSHED, ERR_FLUSH, CACHE_MISS, OK for a successful
+// Get, Ping or metrics call, and the error's own text for any other error.
+// It is meant for logs and for gateways that speak the original protocol.
+func Message(op Op, err error) string {
+	switch {
+	case err == nil:
+		switch op {
+		case OpPut, OpAdd:
+			return "STORED"
+		case OpDelete:
+			return "REMOVED"
+		case OpFlush:
+			return "FLUSHED"
+		}
+		return "OK"
+	case errors.Is(err, ErrCacheMiss):
+		return "CACHE_MISS"
+	case errors.Is(err, ErrNotStored):
+		return "NOT_STORED"
+	case errors.Is(err, ErrNotFound):
+		return "NOT_FOUND"
+	case op == OpFlush:
+		return "ERR_FLUSH"
+	}
+	return err.Error()
+}
+
+// Item is a pair read from the cache.
+type Item struct {
+	Key string
+	// Value is the value decoded without a Go type to guide it: integers
+	// come back as int64 (or uint64 past its range), floats as float64,
+	// maps as map[string]any, arrays as []any, structs as maps of their
+	// fields, times as time.Time in the local zone. Use Decode for a typed
+	// value.
+	Value any
+	raw   []byte
+}
+
+// Decode decodes the value into dst, a pointer to any type msgpack can
+// decode into: a struct, slice, map, string, number, time.Time...
+func (it Item) Decode(dst any) error {
+	return msgpack.Unmarshal(it.raw, dst)
+}
+
+// Node is a member of a GhostDB cluster. All its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	name  string // memberlist name, unique per process start
+	addr  string // advertised host:port
+	store *store
+	stats *watchdog
+
+	snitchHist, watchdogHist history
+
+	ep      endpoint
+	gossip  *gossipTransport
+	ml      *memberlist.Memberlist
+	ring    atomic.Pointer[ring]
+	ringMu  sync.Mutex    // serialises ring rebuilds
+	ringDue chan struct{} // membership changed; capacity 1
+	peers   peerClients
+	server  connSet
+
+	closed atomic.Bool
+	done   chan struct{} // closed when the node shuts down
+	wg     sync.WaitGroup
+}
+
+// Join starts a node on cfg.Addr, joins the peers named by cfg.PeersFile and
+// cfg.Peers, and returns once the node serves. Seeds that cannot be reached
+// do not fail Join: the node starts alone and keeps trying them in the
+// background. ctx bounds the first join attempt.
+func Join(ctx context.Context, cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	seeds, err := loadSeeds(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var ep endpoint
+	if cfg.Network != nil {
+		ep, err = cfg.Network.listen(cfg.Addr)
+	} else {
+		ep, err = listenTCP(cfg.Addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ghost: listen on %s: %w", cfg.Addr, err)
+	}
+	n := &Node{
+		cfg:          cfg,
+		log:          cfg.Logger,
+		stats:        &watchdog{},
+		snitchHist:   history{max: cfg.MetricsHistory},
+		watchdogHist: history{max: cfg.MetricsHistory},
+		ep:           ep,
+		ringDue:      make(chan struct{}, 1),
+		done:         make(chan struct{}),
+	}
+	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return time.Now().UnixNano() })
+	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
+		ep.close()
+		return nil, err
+	}
+	n.name = cfg.Name
+	if n.name == "" {
+		n.name = n.addr + "#" + randomSuffix()
+	}
+	n.peers.init(n)
+	n.gossip = newGossipTransport(n)
+	n.ring.Store(newRing([]member{{name: n.name, addr: n.addr}}, n.name, cfg.PartitionCount))
+
+	n.goBackground(n.acceptLoop)
+	if err := n.startGossip(); err != nil {
+		n.shutdown()
+		return nil, err
+	}
+	n.goBackground(n.ringLoop)
+	n.joinSeeds(ctx, seeds)
+	n.goBackground(func() { n.seedLoop(seeds) })
+	n.goBackground(n.crawlLoop)
+	n.goBackground(n.metricsLoop)
+	n.log.Info("ghost: node started", "name", n.name, "addr", n.addr, "members", len(n.Members()))
+	return n, nil
+}
+
+// Get returns the pair stored under key, or ErrCacheMiss.
+func (n *Node) Get(ctx context.Context, key string) (Item, error) {
+	resp, err := n.route(ctx, &request{op: OpGet, key: key})
+	if err != nil {
+		return Item{Key: key}, err
+	}
+	v, err := decodeValue(resp.value)
+	if err != nil {
+		return Item{Key: key}, fmt.Errorf("ghost: decode value of %q: %w", key, err)
+	}
+	return Item{Key: key, Value: v, raw: resp.value}, nil
+}
+
+// Put stores value under key, replacing any pair there (STORED). ttl is how
+// long the pair lives: NoExpiry for ever, 0 for Config.DefaultTTL.
+func (n *Node) Put(ctx context.Context, key string, value any, ttl time.Duration) error {
+	return n.store1(ctx, OpPut, key, value, ttl)
+}
+
+// Add stores value under key only when no live pair holds the key (STORED);
+// otherwise it returns ErrNotStored. When many callers Add one key at once,
+// exactly one succeeds.
+func (n *Node) Add(ctx context.Context, key string, value any, ttl time.Duration) error {
+	return n.store1(ctx, OpAdd, key, value, ttl)
+}
+
+func (n *Node) store1(ctx context.Context, op Op, key string, value any, ttl time.Duration) error {
+	if ttl == 0 {
+		ttl = n.cfg.DefaultTTL
+	}
+	if ttl < 0 && ttl != NoExpiry {
+		return fmt.Errorf("ghost: ttl %v: want NoExpiry, 0 or a positive duration", ttl)
+	}
+	raw, err := msgpack.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("ghost: encode value of %q: %w", key, err)
+	}
+	if len(raw) > n.cfg.MaxValueSize {
+		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrValueTooLarge, len(raw), n.cfg.MaxValueSize)
+	}
+	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl)})
+	return err
+}
+
+// Delete removes the pair stored under key (REMOVED), or returns ErrNotFound.
+func (n *Node) Delete(ctx context.Context, key string) error {
+	_, err := n.route(ctx, &request{op: OpDelete, key: key})
+	return err
+}
+
+// Flush removes every pair from every node (FLUSHED). When a node cannot be
+// reached, the others are still flushed and the error wraps ErrFlush.
+func (n *Node) Flush(ctx context.Context) error {
+	var errs []error
+	for _, r := range n.broadcast(ctx, OpFlush) {
+		if r.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+		}
+	}
+	if len(errs) > 0 {
+		n.stats.errFlush.Add(1)
+		return fmt.Errorf("%w: %w", ErrFlush, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Ping returns the addresses of the members that answered, sorted. This
+// node always answers.
+func (n *Node) Ping(ctx context.Context) ([]string, error) {
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	var up []string
+	for _, r := range n.broadcast(ctx, OpPing) {
+		if r.err == nil {
+			up = append(up, r.addr)
+		}
+	}
+	slices.Sort(up)
+	return up, nil
+}
+
+// SnitchMetrics returns system metrics (memory, CPU, goroutines, keys
+// held), one entry per member that answered: its recorded history and a
+// sample taken now. Members that did not answer are left out and named in
+// the error, which is nil when every member answered.
+func (n *Node) SnitchMetrics(ctx context.Context) ([]NodeMetrics, error) {
+	return n.metrics(ctx, OpSnitchMetrics)
+}
+
+// WatchdogMetrics returns application metrics (request and result counts),
+// one entry per member, as SnitchMetrics does.
+func (n *Node) WatchdogMetrics(ctx context.Context) ([]NodeMetrics, error) {
+	return n.metrics(ctx, OpWatchdogMetrics)
+}
+
+func (n *Node) metrics(ctx context.Context, op Op) ([]NodeMetrics, error) {
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	var out []NodeMetrics
+	var errs []error
+	for _, r := range n.broadcast(ctx, op) {
+		if r.err == nil {
+			var samples []Sample
+			if r.err = decodeSamples(r.value, &samples); r.err == nil {
+				out = append(out, NodeMetrics{Node: r.addr, Data: samples})
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+	}
+	return out, errors.Join(errs...)
+}
+
+// Members returns the addresses of the live members of the cluster, this
+// node included, sorted.
+func (n *Node) Members() []string {
+	r := n.ring.Load()
+	out := make([]string, len(r.members))
+	for i, m := range r.members {
+		out[i] = m.addr
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Owner returns the address of the member that owns key: the node that
+// serves it while every member is reachable.
+func (n *Node) Owner(key string) string {
+	r := n.ring.Load()
+	return r.members[r.owners[n.partitionOf(key)][0]].addr
+}
+
+// Addr returns the host:port this node listens on, as peers reach it. With
+// Config.Addr port 0 it carries the port picked.
+func (n *Node) Addr() string { return n.addr }
+
+// Leave leaves the cluster gracefully, telling peers at once, and shuts the
+// node down. ctx bounds how long it waits for the news to go out.
+func (n *Node) Leave(ctx context.Context) error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	timeout := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	err := n.ml.Leave(timeout)
+	n.shutdown()
+	if err != nil {
+		return fmt.Errorf("ghost: leave: %w", err)
+	}
+	return nil
+}
+
+// Close leaves the cluster as Leave does, waiting at most one second for the
+// news to go out.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return n.Leave(ctx)
+}
+
+// halt stops the node without telling anyone, as a crash would.
+func (n *Node) halt() {
+	if n.closed.CompareAndSwap(false, true) {
+		n.shutdown()
+	}
+}
+
+// shutdown stops gossip, the listener, every connection and every
+// background goroutine, and waits for them.
+func (n *Node) shutdown() {
+	n.closed.Store(true)
+	close(n.done)
+	if n.ml != nil {
+		_ = n.ml.Shutdown()
+	}
+	n.gossip.Shutdown()
+	n.ep.close()
+	n.server.closeAll()
+	n.peers.closeAll()
+	n.wg.Wait()
+	n.log.Info("ghost: node stopped", "name", n.name)
+}
+
+func (n *Node) goBackground(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// every runs f every interval until the node shuts down.
+func (n *Node) every(interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			f()
+		case <-n.done:
+			return
+		}
+	}
+}
+
+func (n *Node) crawlLoop() {
+	n.every(n.cfg.CrawlerInterval, func() {
+		if removed := n.store.crawl(); removed > 0 {
+			n.log.Debug("ghost: crawler removed expired pairs", "count", removed)
+		}
+	})
+}
+
+func (n *Node) metricsLoop() {
+	snitch := time.NewTicker(n.cfg.SnitchInterval)
+	defer snitch.Stop()
+	watchdog := time.NewTicker(n.cfg.WatchdogInterval)
+	defer watchdog.Stop()
+	for {
+		select {
+		case now := <-snitch.C:
+			n.snitchHist.add(snitchSample(now, n.store))
+		case now := <-watchdog.C:
+			n.watchdogHist.add(n.stats.sample(now))
+		case <-n.done:
+			return
+		}
+	}
+}
+
+// partitionOf is the partition of key: the same function consistent's
+// FindPartitionID uses, without its []byte conversion.
+func (n *Node) partitionOf(key string) int {
+	return int(xxhash.Sum64String(key) % uint64(n.cfg.PartitionCount))
+}
+
+func checkKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty", ErrKey)
+	case len(key) > MaxKeyLen:
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrKey, len(key), MaxKeyLen)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: not valid UTF-8", ErrKey)
+	}
+	return nil
+}
+
+// route sends a key request to the first reachable member that serves the
+// key's partition (its owner, then the next ones) and returns the reply.
+// A request is served locally when this node is the first reachable one.
+func (n *Node) route(ctx context.Context, req *request) (response, error) {
+	if n.closed.Load() {
+		return response{}, ErrClosed
+	}
+	if err := checkKey(req.key); err != nil {
+		return response{}, err
+	}
+	r := n.ring.Load()
+	for _, i := range r.owners[n.partitionOf(req.key)] {
+		m := r.members[i]
+		if m.name == n.name {
+			return n.serve(req).result()
+		}
+		p := n.peers.get(m.addr)
+		if p.suspect() {
+			continue
+		}
+		n.stats.forwarded.Add(1)
+		resp, err := p.call(ctx, req)
+		if err == nil {
+			return resp.result()
+		}
+		if ctx.Err() != nil {
+			return response{}, ctx.Err()
+		}
+		n.stats.forwardErrors.Add(1)
+		p.markSuspect()
+		n.log.Warn("ghost: peer failed a call; trying the next", "peer", m.addr, "err", err)
+	}
+	return response{}, fmt.Errorf("%w: for key %q", ErrNoMoreServers, req.key)
+}
+
+// serve executes a request on the local store. Forwarded requests and local
+// ones take this same path.
+func (n *Node) serve(req *request) response {
+	resp := response{id: req.id}
+	switch req.op {
+	case OpGet, OpPut, OpAdd, OpDelete:
+		if err := checkKey(req.key); err != nil {
+			return response{id: req.id, status: statusBadKey, msg: err.Error()}
+		}
+	}
+	switch req.op {
+	case OpGet:
+		n.stats.getRequests.Add(1)
+		v, ok := n.store.get(n.partitionOf(req.key), req.key)
+		if !ok {
+			n.stats.cacheMiss.Add(1)
+			resp.status = statusMiss
+		}
+		resp.value = v
+	case OpPut, OpAdd:
+		if len(req.value) > n.cfg.MaxValueSize {
+			return response{id: req.id, status: statusTooLarge, msg: fmt.Sprintf("%d bytes, limit %d", len(req.value), n.cfg.MaxValueSize)}
+		}
+		var expires int64
+		if req.ttl > 0 {
+			expires = time.Now().UnixNano() + req.ttl
+		}
+		if req.op == OpPut {
+			n.stats.putRequests.Add(1)
+		} else {
+			n.stats.addRequests.Add(1)
+		}
+		if n.store.set(n.partitionOf(req.key), req.key, req.value, expires, req.op == OpAdd) {
+			n.stats.stored.Add(1)
+		} else {
+			n.stats.notStored.Add(1)
+			resp.status = statusNotStored
+		}
+	case OpDelete:
+		n.stats.deleteRequests.Add(1)
+		if n.store.del(n.partitionOf(req.key), req.key) {
+			n.stats.removed.Add(1)
+		} else {
+			n.stats.notFound.Add(1)
+			resp.status = statusNotFound
+		}
+	case OpFlush:
+		n.stats.flushRequests.Add(1)
+		n.store.flush()
+		n.stats.flushed.Add(1)
+	case OpPing:
+	case OpSnitchMetrics:
+		resp.value = encodeSamples(n.snitchHist.withLive(snitchSample(time.Now(), n.store)))
+	case OpWatchdogMetrics:
+		resp.value = encodeSamples(n.watchdogHist.withLive(n.stats.sample(time.Now())))
+	default:
+		resp.status, resp.msg = statusError, fmt.Sprintf("unknown op %d", req.op)
+	}
+	return resp
+}
+
+type broadcastResult struct {
+	addr  string
+	value []byte
+	err   error
+}
+
+// broadcast sends op to every member at once, this node included, and
+// returns their replies in member order.
+func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
+	r := n.ring.Load()
+	out := make([]broadcastResult, len(r.members))
+	var wg sync.WaitGroup
+	for i, m := range r.members {
+		out[i].addr = m.addr
+		if m.name == n.name {
+			resp, err := n.serve(&request{op: op}).result()
+			out[i].value, out[i].err = resp.value, err
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := n.peers.get(m.addr).call(ctx, &request{op: op})
+			if err == nil {
+				resp, err = resp.result()
+			}
+			out[i].value, out[i].err = resp.value, err
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// decodeValue decodes an encoded value without a Go type: integers widen to
+// int64 or uint64, floats to float64, and maps with string keys become
+// map[string]any (other maps map[any]any).
+func decodeValue(raw []byte) (any, error) {
+	dec := msgpack.NewDecoder(bytes.NewReader(raw))
+	dec.UseLooseInterfaceDecoding(true)
+	dec.SetMapDecoder(decodeAnyMap)
+	return dec.DecodeInterfaceLoose()
+}
+
+func decodeAnyMap(d *msgpack.Decoder) (any, error) {
+	n, err := d.DecodeMapLen()
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	keys, vals := make([]any, n), make([]any, n)
+	strKeys := true
+	for i := 0; i < n; i++ {
+		if keys[i], err = d.DecodeInterfaceLoose(); err != nil {
+			return nil, err
+		}
+		if _, ok := keys[i].(string); !ok {
+			strKeys = false
+		}
+		if vals[i], err = d.DecodeInterfaceLoose(); err != nil {
+			return nil, err
+		}
+	}
+	if strKeys {
+		m := make(map[string]any, n)
+		for i, k := range keys {
+			m[k.(string)] = vals[i]
+		}
+		return m, nil
+	}
+	m := make(map[any]any, n)
+	for i, k := range keys {
+		m[k] = vals[i]
+	}
+	return m, nil
+}
