@@ -599,8 +599,21 @@ func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
 // []byte, arrays []any, maps with string keys map[string]any (other maps
 // map[any]any).
 func decodeValue(raw []byte) (any, error) {
-	return decodeAny(msgpack.NewDecoder(bytes.NewReader(raw)))
+	vd := valueDecoders.Get().(*valueDecoder)
+	defer valueDecoders.Put(vd)
+	vd.r.Reset(raw)
+	vd.dec.ResetReader(&vd.r)
+	return decodeAny(vd.dec)
 }
+
+type valueDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+// valueDecoders recycles decoders: a msgpack.Decoder is large, and a Get
+// needs one only for the moment it decodes.
+var valueDecoders = sync.Pool{New: func() any { return &valueDecoder{dec: msgpack.NewDecoder(nil)} }}
 
 func decodeAny(d *msgpack.Decoder) (any, error) {
 	c, err := d.PeekCode()
