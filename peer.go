@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/buraksezer/consistent"
@@ -288,19 +287,21 @@ func (n *Node) seedLoop(seeds []string) {
 // UDP packets on the endpoint, and TCP streams that open with
 // preambleGossip, handed over by the node's accept loop.
 type gossipTransport struct {
-	n        *Node
-	packets  chan *memberlist.Packet
-	streams  chan net.Conn
-	stop     chan struct{}
-	stopOnce sync.Once
+	n       *Node
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+	ctx     context.Context // ends at Shutdown, cutting dials short
+	stop    context.CancelFunc
 }
 
 func newGossipTransport(n *Node) *gossipTransport {
+	ctx, stop := context.WithCancel(context.Background())
 	t := &gossipTransport{
 		n:       n,
 		packets: make(chan *memberlist.Packet, 256),
 		streams: make(chan net.Conn),
-		stop:    make(chan struct{}),
+		ctx:     ctx,
+		stop:    stop,
 	}
 	n.goBackground(t.readPackets)
 	return t
@@ -312,7 +313,7 @@ func (t *gossipTransport) readPackets() {
 		size, from, err := t.n.ep.readPacket(buf)
 		if err != nil {
 			select {
-			case <-t.stop:
+			case <-t.ctx.Done():
 				return
 			case <-t.n.done:
 				return
@@ -327,7 +328,7 @@ func (t *gossipTransport) readPackets() {
 		p := &memberlist.Packet{Buf: slices.Clone(buf[:size]), From: from, Timestamp: time.Now()}
 		select {
 		case t.packets <- p:
-		case <-t.stop:
+		case <-t.ctx.Done():
 			return
 		}
 	}
@@ -336,7 +337,7 @@ func (t *gossipTransport) readPackets() {
 func (t *gossipTransport) handOff(conn net.Conn) {
 	select {
 	case t.streams <- conn:
-	case <-t.stop:
+	case <-t.ctx.Done():
 		conn.Close()
 	}
 }
@@ -358,7 +359,7 @@ func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packet
 
 // DialTimeout implements memberlist.Transport.
 func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
 	conn, err := t.n.ep.dial(ctx, addr)
 	if err != nil {
@@ -379,7 +380,7 @@ func (t *gossipTransport) StreamCh() <-chan net.Conn { return t.streams }
 // Shutdown implements memberlist.Transport. The endpoint itself is the
 // node's to close.
 func (t *gossipTransport) Shutdown() error {
-	t.stopOnce.Do(func() { close(t.stop) })
+	t.stop()
 	return nil
 }
 
@@ -394,14 +395,15 @@ func advertiseAddr(cfg Config, listening string) (string, error) {
 		if aport == "0" || aport == "" {
 			aport = port
 		}
-		if net.ParseIP(host) == nil {
+		ip := net.ParseIP(host)
+		if ip == nil {
 			ips, err := net.LookupIP(host)
 			if err != nil || len(ips) == 0 {
 				return "", fmt.Errorf("ghost: AdvertiseAddr %q: cannot resolve %s: %v", cfg.AdvertiseAddr, host, err)
 			}
-			host = ips[0].String()
+			ip = ips[0]
 		}
-		return net.JoinHostPort(host, aport), nil
+		return net.JoinHostPort(ip.String(), aport), nil
 	}
 	host, _, _ := net.SplitHostPort(cfg.Addr)
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
