@@ -219,9 +219,10 @@ func TestPeersFileFromURL(t *testing.T) {
 		return nil
 	})
 
+	gone := httptest.NewServer(http.NotFoundHandler())
+	defer gone.Close()
 	missing := testConfig(nil)
-	missing.PeersFile = srv.URL + "/nope"
-	srv.Config.Handler = http.NotFoundHandler()
+	missing.PeersFile = gone.URL + "/nodes.conf"
 	if _, err := Join(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("Join with a node list URL that answers 404: %v", err)
 	}
