@@ -29,6 +29,7 @@ var clusterCases = []struct {
 	{"mem5", 5, false},
 	{"tcp1", 1, true},
 	{"tcp3", 3, true},
+	{"tcp5", 5, true},
 }
 
 func forEachCluster(t *testing.T, test func(t *testing.T, c *cluster)) {
