@@ -12,12 +12,13 @@ import (
 
 // Shared test helpers: clusters of real nodes in one process.
 
-// fastGossip tunes memberlist for tests: failures are noticed in well under
-// a second and news spreads in tens of milliseconds.
+// fastGossip tunes memberlist for tests: failures are noticed in a second or
+// two and news spreads in tens of milliseconds, with enough slack that a
+// loaded machine running the race detector does not suspect live nodes.
 func fastGossip(mc *memberlist.Config) {
-	mc.ProbeInterval = 50 * time.Millisecond
-	mc.ProbeTimeout = 25 * time.Millisecond
-	mc.SuspicionMult = 2
+	mc.ProbeInterval = 200 * time.Millisecond
+	mc.ProbeTimeout = 150 * time.Millisecond
+	mc.SuspicionMult = 3
 	mc.SuspicionMaxTimeoutMult = 2
 	mc.GossipInterval = 10 * time.Millisecond
 	mc.PushPullInterval = time.Second

@@ -146,6 +146,13 @@ type Node struct {
 	peers   peerClients
 	server  connSet
 
+	// gossipPeers are the live peers as memberlist's events report them,
+	// guarded by gossipMu. The ring is built from this copy: the nodes
+	// memberlist.Members returns are changed under memberlist's lock, which
+	// we cannot take, so reading them races.
+	gossipMu    sync.Mutex
+	gossipPeers map[string]member
+
 	closed atomic.Bool
 	done   chan struct{} // closed when the node shuts down
 	wg     sync.WaitGroup
@@ -181,6 +188,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		watchdogHist: history{max: cfg.MetricsHistory},
 		ep:           ep,
 		ringDue:      make(chan struct{}, 1),
+		gossipPeers:  make(map[string]member),
 		done:         make(chan struct{}),
 	}
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return time.Now().UnixNano() })

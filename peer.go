@@ -140,9 +140,9 @@ func (d gossipDelegate) NotifyMsg([]byte)                           {}
 func (d gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
-func (d gossipDelegate) NotifyJoin(*memberlist.Node)                { d.n.ringChanged() }
-func (d gossipDelegate) NotifyLeave(*memberlist.Node)               { d.n.ringChanged() }
-func (d gossipDelegate) NotifyUpdate(*memberlist.Node)              { d.n.ringChanged() }
+func (d gossipDelegate) NotifyJoin(m *memberlist.Node)              { d.n.peerUp(m) }
+func (d gossipDelegate) NotifyLeave(m *memberlist.Node)             { d.n.peerDown(m) }
+func (d gossipDelegate) NotifyUpdate(m *memberlist.Node)            { d.n.peerUp(m) }
 
 // NotifyAlive keeps nodes of another protocol version, and memberlist
 // nodes that are not GhostDB nodes, out of the cluster.
@@ -155,6 +155,31 @@ func (d gossipDelegate) NotifyAlive(peer *memberlist.Node) error {
 		return fmt.Errorf("%w: %s speaks %d, we speak %d", ErrProtocolVersion, peer.Name, v, d.n.cfg.protocolVersion)
 	}
 	return nil
+}
+
+// peerUp records a peer that joined or changed, when it speaks our
+// protocol version, and schedules a ring rebuild. It runs under memberlist's
+// lock, so m may be read.
+func (n *Node) peerUp(m *memberlist.Node) {
+	if m.Name == n.name {
+		return
+	}
+	n.gossipMu.Lock()
+	if v, ok := metaVersion(m.Meta); ok && v == n.cfg.protocolVersion {
+		n.gossipPeers[m.Name] = member{name: m.Name, addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))}
+	} else {
+		delete(n.gossipPeers, m.Name)
+	}
+	n.gossipMu.Unlock()
+	n.ringChanged()
+}
+
+// peerDown forgets a peer that left or died, and schedules a ring rebuild.
+func (n *Node) peerDown(m *memberlist.Node) {
+	n.gossipMu.Lock()
+	delete(n.gossipPeers, m.Name)
+	n.gossipMu.Unlock()
+	n.ringChanged()
 }
 
 func (n *Node) ringChanged() {
@@ -175,17 +200,16 @@ func (n *Node) ringLoop() {
 	}
 }
 
-// rebuildRing recomputes the ring from memberlist's live members.
+// rebuildRing recomputes the ring from the live peers memberlist reported.
 func (n *Node) rebuildRing() {
 	n.ringMu.Lock()
 	defer n.ringMu.Unlock()
 	ms := []member{{name: n.name, addr: n.addr}}
-	for _, m := range n.ml.Members() {
-		if v, ok := metaVersion(m.Meta); !ok || v != n.cfg.protocolVersion || m.Name == n.name {
-			continue
-		}
-		ms = append(ms, member{name: m.Name, addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))})
+	n.gossipMu.Lock()
+	for _, m := range n.gossipPeers {
+		ms = append(ms, m)
 	}
+	n.gossipMu.Unlock()
 	slices.SortFunc(ms, func(a, b member) int { return strings.Compare(a.name, b.name) })
 	if sameMembers(n.ring.Load().members, ms) {
 		return
