@@ -52,6 +52,9 @@ const (
 func main() {
 	log.SetFlags(0)
 	if len(os.Args) > 1 && os.Args[1] == nodeFlag {
+		// Ctrl-C reaches the whole process group: leave it to the parent,
+		// which then closes our stdin so that we leave the cluster.
+		signal.Ignore(os.Interrupt)
 		if err := runNode(os.Args[2:], os.Stdin, os.Stdout); err != nil {
 			log.Fatalf("node: %v", err)
 		}
@@ -392,10 +395,13 @@ func (p *nodeProc) quit(ctx context.Context) error {
 	p.drain()
 	select {
 	case <-p.done:
-		return nil
 	case <-time.After(callTimeout):
 		return errors.New("did not exit after quit")
 	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("exited with status %d", code)
+	}
+	return nil
 }
 
 // stop ends the process however it is: closing stdin makes a node leave
