@@ -177,14 +177,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	say("snitch metrics (system), now, per node:")
-	for _, l := range r.Lines {
+	for _, l := range byNode(r.Lines, addrs) {
 		say("  %-6s %s", name(l.Node), l.Text)
 	}
 	if r, err = reader.call(ctx, "watchdog"); err != nil {
 		return err
 	}
 	say("watchdog metrics (application), counts since start, per node:")
-	for _, l := range r.Lines {
+	for _, l := range byNode(r.Lines, addrs) {
 		say("  %-6s %s", name(l.Node), l.Text)
 	}
 
@@ -293,6 +293,17 @@ func freeAddrs(n int) ([]string, error) {
 	}
 	return addrs, nil
 }
+
+// byNode sorts lines in the order of addrs: by node number.
+func byNode(lines []nodeLine, addrs []string) []nodeLine {
+	slices.SortFunc(lines, func(a, b nodeLine) int {
+		return slices.Index(addrs, a.Node) - slices.Index(addrs, b.Node)
+	})
+	return lines
+}
+
+// errNodeExited reports a node process that stopped answering.
+var errNodeExited = errors.New("node process exited")
 
 // since is the time since t, rounded for printing.
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }

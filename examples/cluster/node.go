@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -184,6 +183,3 @@ func watchdogSummary(v map[string]int64) string {
 	return fmt.Sprintf("requests %d (get %d, put %d)  stored %d  misses %d  forwarded %d",
 		v["TotalRequests"], v["GetRequests"], v["PutRequests"], v["Stored"], v["CacheMiss"], v["Forwarded"])
 }
-
-// errNodeExited reports a node process that stopped answering.
-var errNodeExited = errors.New("node process exited")
