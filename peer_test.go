@@ -18,7 +18,7 @@ import (
 func TestNodeKilledWithoutLeave(t *testing.T) {
 	for _, tcp := range []bool{false, true} {
 		t.Run(fmt.Sprint("tcp=", tcp), func(t *testing.T) {
-			c := newCluster(t, 3, tcp)
+			c := newCluster(t, 3, tcp, fastFailureDetection)
 			ctx := context.Background()
 			victim := c.nodes[2]
 			keys := make([]string, 5)
