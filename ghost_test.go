@@ -50,8 +50,11 @@ func TestKeysSpreadOverOwners(t *testing.T) {
 		owned[c.nodes[0].Owner(fmt.Sprint("key-", i))]++
 	}
 	for _, n := range c.nodes {
-		if owned[n.Addr()] < 200 {
-			t.Errorf("%s owns %d of 2000 keys", n.Addr(), owned[n.Addr()])
+		// 400 each on average; consistent's load bound caps a node at
+		// 1.25 times its share of partitions, and names are random, so
+		// allow a wide band below.
+		if o := owned[n.Addr()]; o < 100 || o > 650 {
+			t.Errorf("%s owns %d of 2000 keys", n.Addr(), o)
 		}
 		// Every node computes the same table.
 		for i := range 100 {
