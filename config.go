@@ -28,10 +28,17 @@ type Config struct {
 	// lines of PeersFile. Used together with PeersFile. Optional.
 	Peers []string
 
-	// Addr is where the node listens, for gossip (TCP and UDP) and the cache
-	// protocol (TCP) alike. Default ":7991". "127.0.0.1:0" picks a free port;
-	// Node.Addr reports it.
+	// Addr is where the node listens, for gossip (TCP and UDP), the cache
+	// protocol and the HTTP gateway (TCP) alike. Default ":7991".
+	// "127.0.0.1:0" picks a free port; Node.Addr reports it.
 	Addr string
+
+	// DisableHTTP turns off the HTTP gateway: the original GhostDB HTTP/JSON
+	// protocol (POST /get, /put, /add, /delete, /flush...) that the original
+	// SDKs speak to port 7991. With it off, HTTP connections are dropped.
+	// Like the cache protocol, the gateway is not encrypted and asks for no
+	// credentials. Default false: the gateway is on.
+	DisableHTTP bool
 
 	// AdvertiseAddr is the host:port peers use to reach this node. Default:
 	// Addr when it names an IP, else the first private IPv4 address of this

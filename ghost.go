@@ -148,6 +148,7 @@ type Node struct {
 	ringDue chan struct{} // membership changed; capacity 1
 	peers   peerClients
 	server  connSet
+	gateway *gateway // nil when Config.DisableHTTP
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. The ring is built from this copy: the nodes
@@ -207,6 +208,9 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.gossip = newGossipTransport(n)
 	n.ring.Store(newRing([]member{{name: n.name, addr: n.addr}}, n.name, cfg.PartitionCount))
 
+	if !cfg.DisableHTTP {
+		n.gateway = newGateway(n)
+	}
 	n.goBackground(n.acceptLoop)
 	if err := n.startGossip(); err != nil {
 		n.shutdown()
@@ -404,6 +408,9 @@ func (n *Node) shutdown() {
 	n.ep.close()
 	n.server.closeAll()
 	n.peers.closeAll()
+	if n.gateway != nil {
+		n.gateway.close()
+	}
 	n.wg.Wait()
 	n.log.Info("ghost: node stopped", "name", n.name)
 }
@@ -559,10 +566,8 @@ func (n *Node) serve(req *request) response {
 		n.store.flush()
 		n.stats.flushed.Add(1)
 	case OpPing:
-	case OpSnitchMetrics:
-		resp.value = encodeSamples(n.snitchHist.withLive(snitchSample(time.Now(), n.store)))
-	case OpWatchdogMetrics:
-		resp.value = encodeSamples(n.watchdogHist.withLive(n.stats.sample(time.Now())))
+	case OpSnitchMetrics, OpWatchdogMetrics:
+		resp.value = encodeSamples(n.localSamples(req.op))
 	default:
 		resp.status, resp.msg = statusError, fmt.Sprintf("unknown op %d", req.op)
 	}

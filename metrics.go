@@ -108,6 +108,17 @@ func snitchSample(now time.Time, s *store) Sample {
 	}}
 }
 
+// localSamples is this node's answer to a metrics call of op's kind: its
+// recorded history followed by a sample taken now. The cache protocol and
+// the HTTP gateway both send it.
+func (n *Node) localSamples(op Op) []Sample {
+	now := time.Now()
+	if op == OpSnitchMetrics {
+		return n.snitchHist.withLive(snitchSample(now, n.store))
+	}
+	return n.watchdogHist.withLive(n.stats.sample(now))
+}
+
 // history keeps the last max samples of one kind.
 type history struct {
 	mu      sync.Mutex

@@ -22,6 +22,7 @@ import (
 //
 //	0xF1  the cache protocol: a handshake, then msgpack frames
 //	0xF2  a memberlist stream (gossip push/pull, probes over TCP)
+//	A-Z, a-z  HTTP/1.1: the original GhostDB HTTP/JSON protocol (gateway.go)
 //
 // UDP on the same port is memberlist's alone.
 //
@@ -374,6 +375,13 @@ func (n *Node) dispatch(conn net.Conn) {
 		handedOff = true
 		n.gossip.handOff(conn)
 	default:
+		if n.gateway != nil && isHTTPStart(first[0]) {
+			// net/http owns the connection from here and closes it.
+			n.server.remove(conn)
+			handedOff = true
+			n.gateway.handOff(conn, first[0])
+			return
+		}
 		n.log.Debug("ghost: dropped a connection speaking no known protocol", "remote", conn.RemoteAddr(), "first", first[0])
 	}
 }
