@@ -116,7 +116,12 @@ func (g *gateway) handOff(conn net.Conn, first byte) {
 
 // close closes the listener and every HTTP connection. The connections'
 // goroutines end soon after; n.wg waits for them.
-func (g *gateway) close() { _ = g.srv.Close() }
+func (g *gateway) close() {
+	_ = g.srv.Close()
+	// The server closes only listeners it has begun to serve: make sure no
+	// handOff waits on one it never reached.
+	_ = gatewayListener{g}.Close()
+}
 
 // gatewayListener is the net.Listener the HTTP server accepts from.
 type gatewayListener struct{ g *gateway }
@@ -229,18 +234,20 @@ func (g *gateway) decode(w http.ResponseWriter, r *http.Request, req *gatewayReq
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, g.bodyLimit))
 	dec.UseNumber()
 	err := dec.Decode(req)
+	if errors.Is(err, io.EOF) {
+		return 0, nil // no body
+	}
 	if err == nil {
-		if _, err = dec.Token(); err == io.EOF {
+		// One JSON value, and nothing after it.
+		if _, err = dec.Token(); errors.Is(err, io.EOF) {
 			return 0, nil
-		} else if err == nil {
+		}
+		if err == nil {
 			err = errors.New("data after the JSON value")
 		}
 	}
 	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.Is(err, io.EOF):
-		return 0, nil
-	case errors.As(err, &tooLarge):
+	if errors.As(err, &tooLarge) {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds the limit of %d bytes", tooLarge.Limit)
 	}
 	return http.StatusUnprocessableEntity, fmt.Errorf("invalid JSON request: %w", err)
@@ -325,7 +332,7 @@ func (g *gateway) flush(ctx context.Context, _ *gobjIn) gatewayReply {
 // nodeSize, ping and the metrics answer for this node only: the SDKs ask
 // each node in turn.
 func (g *gateway) nodeSize(context.Context, *gobjIn) gatewayReply {
-	rep := reply(OpPing, "", nil)
+	rep := reply(OpGet, "", nil) // "OK", as for any read
 	rep.Gobj.Value = g.n.store.len()
 	return rep
 }
