@@ -23,17 +23,14 @@ import (
 
 // gatewayClient speaks HTTP to nodes as the original SDKs do: POST with
 // Content-type: application/json and a Gobj body.
-type gatewayClient struct {
-	t  *testing.T
-	hc *http.Client
-}
+type gatewayClient struct{ hc *http.Client }
 
 // newGatewayClient returns a client whose connections are closed when the
 // test ends (before the cluster's nodes, which were started earlier).
 func newGatewayClient(t *testing.T) *gatewayClient {
 	tr := &http.Transport{} // no proxy: traffic stays on 127.0.0.1
 	t.Cleanup(tr.CloseIdleConnections)
-	return &gatewayClient{t: t, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	return &gatewayClient{hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
 // wireReply is a reply as a client reads it; Value stays JSON.
@@ -59,18 +56,18 @@ func sdkBody(key, value, ttl any) string {
 
 // do sends body to n's /cmd and returns the HTTP status code and the reply,
 // which must be JSON whatever the code.
-func (g *gatewayClient) do(n *Node, method, cmd, body string) (int, wireReply) {
-	g.t.Helper()
+func (g *gatewayClient) do(t *testing.T, n *Node, method, cmd, body string) (int, wireReply) {
+	t.Helper()
 	req, err := http.NewRequest(method, "http://"+n.Addr()+"/"+cmd, strings.NewReader(body))
 	if err != nil {
-		g.t.Fatal(err)
+		t.Fatal(err)
 	}
 	req.Header.Set("Content-type", "application/json")
 	resp, err := g.hc.Do(req)
 	if err != nil {
-		g.t.Fatalf("%s /%s: %v", method, cmd, err)
+		t.Fatalf("%s /%s: %v", method, cmd, err)
 	}
-	return resp.StatusCode, readReply(g.t, resp)
+	return resp.StatusCode, readReply(t, resp)
 }
 
 // readReply reads and closes a reply, which must be JSON whatever its
@@ -90,11 +87,11 @@ func readReply(t *testing.T, resp *http.Response) wireReply {
 
 // post runs a command on n as an SDK would and checks the HTTP status is
 // 200, as it is for every command's outcome.
-func (g *gatewayClient) post(n *Node, cmd, body string) wireReply {
-	g.t.Helper()
-	code, rep := g.do(n, http.MethodPost, cmd, body)
+func (g *gatewayClient) post(t *testing.T, n *Node, cmd, body string) wireReply {
+	t.Helper()
+	code, rep := g.do(t, n, http.MethodPost, cmd, body)
 	if code != http.StatusOK {
-		g.t.Fatalf("POST /%s: HTTP %d, want 200; %+v", cmd, code, rep)
+		t.Fatalf("POST /%s: HTTP %d, want 200; %+v", cmd, code, rep)
 	}
 	return rep
 }
@@ -144,11 +141,12 @@ func TestHTTPGateway(t *testing.T) {
 		}
 		for i, owner := range c.nodes {
 			// Two nodes that do not own the key: one asked over HTTP, one
-			// through Go.
+			// through Go. The owner is asked over HTTP now and then.
 			web, api := c.nodes[(i+1)%3], c.nodes[(i+2)%3]
 			key := c.keyOwnedBy(owner, "mixed")
 			steps := []struct {
-				goAPI   bool // through api's Go methods, else through web's HTTP
+				goAPI   bool // through api's Go methods, else over HTTP
+				atOwner bool // over HTTP to the owner, else to web
 				cmd     string
 				value   any
 				message string
@@ -163,8 +161,11 @@ func TestHTTPGateway(t *testing.T) {
 				{goAPI: true, cmd: "put", value: "v3", message: "STORED"},
 				{cmd: "get", message: "OK", want: "v3"},
 				{cmd: "put", value: "v4", message: "STORED"},
+				{atOwner: true, cmd: "get", message: "OK", want: "v4"},
+				{atOwner: true, cmd: "add", value: "v5", message: "NOT_STORED"},
 				{cmd: "get", message: "OK", want: "v4"},
 				{cmd: "delete", message: "REMOVED"},
+				{atOwner: true, cmd: "get", message: "CACHE_MISS"},
 				{goAPI: true, cmd: "get", message: "CACHE_MISS"},
 				{cmd: "get", message: "CACHE_MISS"},
 				{cmd: "add", value: "v5", message: "STORED"},
@@ -183,7 +184,11 @@ func TestHTTPGateway(t *testing.T) {
 					}
 					continue
 				}
-				rep := gw.post(web, s.cmd, sdkBody(key, s.value, -1))
+				to := web
+				if s.atOwner {
+					to = owner
+				}
+				rep := gw.post(t, to, s.cmd, sdkBody(key, s.value, -1))
 				status := 0
 				if s.message == "OK" || s.message == "STORED" || s.message == "REMOVED" {
 					status = 1
@@ -220,12 +225,12 @@ func TestHTTPGateway(t *testing.T) {
 			{`{"a": 1, "b": [2.5, {"c": "d"}]}`, map[string]any{"a": int64(1), "b": []any{2.5, map[string]any{"c": "d"}}}},
 		} {
 			body := fmt.Sprintf(`{"Gobj": {"Key": %q, "Value": %s, "TTL": -1}}`, key, tc.json)
-			expect(t, "put "+tc.json, gw.post(web, "put", body), 1, "STORED")
+			expect(t, "put "+tc.json, gw.post(t, web, "put", body), 1, "STORED")
 			it, err := api.Get(ctx, key)
 			if err != nil || !reflect.DeepEqual(it.Value, tc.want) {
 				t.Errorf("JSON %s read in Go: %#v %v, want %#v", tc.json, it.Value, err, tc.want)
 			}
-			rep := gw.post(api, "get", sdkBody(key, nil, nil))
+			rep := gw.post(t, api, "get", sdkBody(key, nil, nil))
 			if !sameJSON(t, rep.Gobj.Value, tc.json) {
 				t.Errorf("JSON %s read over HTTP: %s", tc.json, rep.Gobj.Value)
 			}
@@ -258,7 +263,7 @@ func TestHTTPGateway(t *testing.T) {
 			if err := api.Put(ctx, key, tc.value, NoExpiry); err != nil {
 				t.Fatalf("%s: %v", tc.name, err)
 			}
-			rep := gw.post(web, "get", sdkBody(key, nil, nil))
+			rep := gw.post(t, web, "get", sdkBody(key, nil, nil))
 			expect(t, tc.name, rep, 1, "OK")
 			if !sameJSON(t, rep.Gobj.Value, tc.json) {
 				t.Errorf("%s over HTTP: %s, want %s", tc.name, rep.Gobj.Value, tc.json)
@@ -267,7 +272,7 @@ func TestHTTPGateway(t *testing.T) {
 	})
 
 	t.Run("nodeSize and flush", func(t *testing.T) {
-		expect(t, "flush", gw.post(c.nodes[0], "flush", sdkBody("", nil, nil)), 1, "FLUSHED")
+		expect(t, "flush", gw.post(t, c.nodes[0], "flush", sdkBody("", nil, nil)), 1, "FLUSHED")
 		const pairs = 60
 		for i := range pairs {
 			if err := c.nodes[i%3].Put(ctx, fmt.Sprint("size-", i), i, NoExpiry); err != nil {
@@ -276,7 +281,7 @@ func TestHTTPGateway(t *testing.T) {
 		}
 		var total int64
 		for i, n := range c.nodes {
-			rep := gw.post(n, "nodeSize", sdkBody("", nil, nil))
+			rep := gw.post(t, n, "nodeSize", sdkBody("", nil, nil))
 			expect(t, "nodeSize", rep, 1, "OK")
 			if !sameJSON(t, rep.Gobj.Value, fmt.Sprint(n.store.len())) {
 				t.Errorf("node %d nodeSize %s, holds %d", i, rep.Gobj.Value, n.store.len())
@@ -287,9 +292,9 @@ func TestHTTPGateway(t *testing.T) {
 			t.Errorf("nodes hold %d pairs, want %d", total, pairs)
 		}
 		// An SDK may send no body at all where no key is needed.
-		expect(t, "flush", gw.post(c.nodes[1], "flush", ""), 1, "FLUSHED")
+		expect(t, "flush", gw.post(t, c.nodes[1], "flush", ""), 1, "FLUSHED")
 		for i, n := range c.nodes {
-			rep := gw.post(n, "nodeSize", "")
+			rep := gw.post(t, n, "nodeSize", "")
 			if !sameJSON(t, rep.Gobj.Value, "0") {
 				t.Errorf("node %d nodeSize %s after flush", i, rep.Gobj.Value)
 			}
@@ -299,7 +304,7 @@ func TestHTTPGateway(t *testing.T) {
 	t.Run("ping and metrics", func(t *testing.T) {
 		n := c.nodes[1]
 		for _, method := range []string{http.MethodPost, http.MethodGet} {
-			code, rep := gw.do(n, method, "ping", "")
+			code, rep := gw.do(t, n, method, "ping", "")
 			if code != http.StatusOK {
 				t.Errorf("%s /ping: HTTP %d", method, code)
 			}
@@ -311,7 +316,7 @@ func TestHTTPGateway(t *testing.T) {
 			"getWatchdogMetrics": "TotalRequests",
 			"getAppMetrics":      "TotalRequests",
 		} {
-			rep := gw.post(n, cmd, sdkBody("", nil, nil))
+			rep := gw.post(t, n, cmd, sdkBody("", nil, nil))
 			expect(t, cmd, rep, 1, "OK")
 			var samples []map[string]any
 			if err := json.Unmarshal(rep.Gobj.Value, &samples); err != nil || len(samples) == 0 {
@@ -326,7 +331,7 @@ func TestHTTPGateway(t *testing.T) {
 		// node that owns the key.
 		key := c.keyOwnedBy(n, "counted")
 		before := n.stats.getRequests.Load()
-		gw.post(c.nodes[0], "get", sdkBody(key, nil, nil))
+		gw.post(t, c.nodes[0], "get", sdkBody(key, nil, nil))
 		if after := n.stats.getRequests.Load(); after != before+1 {
 			t.Errorf("owner counted %d gets, want %d", after, before+1)
 		}
@@ -337,7 +342,7 @@ func TestHTTPGateway(t *testing.T) {
 		// A body just under the limit whose value is over MaxValueSize once
 		// encoded: refused by Put, with HTTP 200.
 		big := strings.Repeat("x", n.cfg.MaxValueSize)
-		rep := gw.post(n, "put", sdkBody("big", big, -1))
+		rep := gw.post(t, n, "put", sdkBody("big", big, -1))
 		if rep.Status != 0 || rep.Error != errCodeTooLarge || !strings.HasPrefix(rep.Message, ErrValueTooLarge.Error()) {
 			t.Errorf("value over MaxValueSize: %+v", rep)
 		}
@@ -368,7 +373,7 @@ func TestHTTPGateway(t *testing.T) {
 			{"TTL a string", "POST", "put", sdkBody("k", 1, "300"), 200, "ghost: bad TTL", errCodeTTL},
 			{"TTL past time.Duration", "POST", "put", sdkBody("k", 1, int64(math.MaxInt64)), 200, "ghost: bad TTL", errCodeTTL},
 		} {
-			code, rep := gw.do(n, tc.method, tc.cmd, tc.body)
+			code, rep := gw.do(t, n, tc.method, tc.cmd, tc.body)
 			if code != tc.code || rep.Status != 0 || rep.Error != tc.errCode || !strings.HasPrefix(rep.Message, tc.message) {
 				t.Errorf("%s: HTTP %d %+v; want HTTP %d, Status 0, Message %q..., Error %q", tc.name, code, rep, tc.code, tc.message, tc.errCode)
 			}
@@ -411,8 +416,8 @@ func TestHTTPGateway(t *testing.T) {
 		fmt.Fprint(halfBody, "POST /put HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"Gobj\": {\"Key\": \"sta")
 		for i, owner := range c.nodes {
 			key := c.keyOwnedBy(owner, "beside-stalled")
-			expect(t, "put", gw.post(n, "put", sdkBody(key, i, -1)), 1, "STORED")
-			rep := gw.post(n, "get", sdkBody(key, nil, nil))
+			expect(t, "put", gw.post(t, n, "put", sdkBody(key, i, -1)), 1, "STORED")
+			rep := gw.post(t, n, "get", sdkBody(key, nil, nil))
 			if expect(t, "get", rep, 1, "OK"); !sameJSON(t, rep.Gobj.Value, fmt.Sprint(i)) {
 				t.Errorf("get %s: %s", key, rep.Gobj.Value)
 			}
@@ -442,18 +447,18 @@ func TestHTTPTTL(t *testing.T) {
 		if i%2 == 1 {
 			cmd = "add"
 		}
-		expect(t, tc.name, gw.post(web, cmd, tc.body(keys[i])), 1, "STORED")
+		expect(t, tc.name, gw.post(t, web, cmd, tc.body(keys[i])), 1, "STORED")
 	}
 	waitFor(t, 10*time.Second, func() error {
 		for i, tc := range cases {
-			if rep := gw.post(c.nodes[2], "get", sdkBody(keys[i], nil, nil)); tc.expires && rep.Message != "CACHE_MISS" {
+			if rep := gw.post(t, c.nodes[2], "get", sdkBody(keys[i], nil, nil)); tc.expires && rep.Message != "CACHE_MISS" {
 				return fmt.Errorf("%s: still %s", tc.name, rep.Message)
 			}
 		}
 		return nil
 	})
 	for i, tc := range cases {
-		rep := gw.post(web, "get", sdkBody(keys[i], nil, nil))
+		rep := gw.post(t, web, "get", sdkBody(keys[i], nil, nil))
 		_, err := owner.Get(context.Background(), keys[i])
 		if tc.expires != (rep.Message == "CACHE_MISS") || tc.expires != errors.Is(err, ErrCacheMiss) {
 			t.Errorf("%s: HTTP %s, Go %v; expired %v", tc.name, rep.Message, err, tc.expires)
@@ -477,13 +482,13 @@ func TestHTTPFlushError(t *testing.T) {
 		}
 	}
 	c.nodes[2].halt()
-	rep := gw.post(c.nodes[0], "flush", sdkBody("", nil, nil))
+	rep := gw.post(t, c.nodes[0], "flush", sdkBody("", nil, nil))
 	if expect(t, "flush", rep, 0, "ERR_FLUSH"); rep.Error != errCodeFlush {
 		t.Errorf("flush: Error %q, want %q", rep.Error, errCodeFlush)
 	}
 	// The nodes that answered were flushed all the same.
 	for _, n := range c.nodes[:2] {
-		if rep := gw.post(n, "nodeSize", ""); !sameJSON(t, rep.Gobj.Value, "0") {
+		if rep := gw.post(t, n, "nodeSize", ""); !sameJSON(t, rep.Gobj.Value, "0") {
 			t.Errorf("%s holds %s pairs after flush", n.Addr(), rep.Gobj.Value)
 		}
 	}
@@ -520,7 +525,7 @@ func TestHTTPCloseEndsConnections(t *testing.T) {
 	gw := newGatewayClient(t)
 	n := c.nodes[0]
 	// A kept-alive idle connection, a stalled one, and one mid-body.
-	expect(t, "ping", gw.post(n, "ping", ""), 1, "OK")
+	expect(t, "ping", gw.post(t, n, "ping", ""), 1, "OK")
 	stalled := []net.Conn{rawConn(t, n), rawConn(t, n)}
 	fmt.Fprint(stalled[0], "GET /pi")
 	fmt.Fprint(stalled[1], "POST /put HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
