@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,6 +72,20 @@ func BenchmarkStore(b *testing.B) {
 	})
 	b.Run("Put", func(b *testing.B) {
 		parallel(b, hits, func(k string) { s.set(part(k), k, benchValue, 0, false) })
+	})
+}
+
+// BenchmarkSyncMapGet is the floor for a local Get: a sync.Map load.
+func BenchmarkSyncMapGet(b *testing.B) {
+	var m sync.Map
+	ks := keys("hit", benchKeys)
+	for _, k := range ks {
+		m.Store(k, benchValue)
+	}
+	parallel(b, ks, func(k string) {
+		if _, ok := m.Load(k); !ok {
+			b.Fatal("miss")
+		}
 	})
 }
 
