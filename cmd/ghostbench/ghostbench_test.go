@@ -75,7 +75,7 @@ func TestSmoke(t *testing.T) {
 		}
 		measured++
 		if len(c.Passes) != 1 || c.Summary.OpsPerSec <= 0 || c.Summary.Errors != 0 || c.Summary.HitRate < 0.99 {
-			t.Errorf("cell %s %s c=%d: %+v", c.Target, c.Scenario, c.Conc, c.Summary)
+			t.Errorf("cell %s %s c=%d: %+v", c.Target, c.Scenario, c.Conc, *c.Summary)
 		}
 	}
 	if measured != 5 {

@@ -160,7 +160,7 @@ type cell struct {
 	Conc     int          `json:"conc"`
 	NA       string       `json:"na,omitempty"` // why the cell has no figures
 	Passes   []passResult `json:"passes,omitempty"`
-	Summary  summary      `json:"summary"`
+	Summary  *summary     `json:"summary,omitempty"`
 
 	kind    string  // scenario key, for ratios and checks
 	cmd     command // what the load processes run
@@ -218,7 +218,7 @@ func run(ctx context.Context, o options) error {
 		Date: began.UTC().Format("2006-01-02 15:04 MST"), CPU: cpuModel(), Cores: runtime.NumCPU(),
 		GoVersion: runtime.Version(), Nodes: o.nodes, Keys: o.keys, ValueSize: o.valueSize,
 		Ratio: o.ratio, Dist: o.dist, Duration: o.duration.String(), Warmup: o.warmup.String(),
-		Passes: o.passes, Conc: o.conc, Command: strings.Join(os.Args, " "),
+		Passes: o.passes, Conc: o.conc, Command: strings.Join(append([]string{"ghostbench"}, os.Args[1:]...), " "),
 	}}
 	if o.dist == "zipf" {
 		r.Meta.ZipfS = o.zipfS
@@ -455,7 +455,7 @@ func sumCPU(pids []int) float64 {
 func finish(o options, r *report) {
 	find := func(kind string, conc int) *cell {
 		for _, c := range r.Cells {
-			if c.kind == kind && c.Conc == conc && c.NA == "" {
+			if c.kind == kind && c.Conc == conc && len(c.Passes) > 0 {
 				return c
 			}
 		}
@@ -467,11 +467,14 @@ func finish(o options, r *report) {
 		}
 		mc, rd := find(kindMemcached, c.Conc), find(kindRedis, c.Conc)
 		for i := range c.Passes {
-			c.Passes[i].Ratios = ratios{Memcached: passRatio(c, mc, i), Redis: passRatio(c, rd, i)}
+			c.Passes[i].Ratios = &ratios{Memcached: passRatio(c, mc, i), Redis: passRatio(c, rd, i)}
 		}
 	}
 	for _, c := range r.Cells {
-		c.Summary = summarize(c.Passes)
+		if len(c.Passes) > 0 {
+			s := summarize(c.Passes)
+			c.Summary = &s
+		}
 	}
 	r.Checks = checks(o, find)
 }

@@ -113,7 +113,7 @@ type passResult struct {
 	MeanLatency float64 `json:"mean_latency_ns"` // concurrency / per-process ops/s: time per op as a caller sees it
 	CPUClient   float64 `json:"cpu_client_us_per_op"`
 	CPUServer   float64 `json:"cpu_server_us_per_op"`
-	Ratios      ratios  `json:"ratios,omitempty"` // this pass against memcached and Redis
+	Ratios      *ratios `json:"ratios,omitempty"` // this pass against memcached and Redis
 	FirstError  string  `json:"first_error,omitempty"`
 }
 
@@ -138,7 +138,7 @@ type summary struct {
 	CPUServer    float64 `json:"cpu_server_us_per_op"`
 	Errors       int64   `json:"errors"`
 	HitRate      float64 `json:"hit_rate"`
-	Ratios       ratios  `json:"ratios,omitempty"`
+	Ratios       *ratios `json:"ratios,omitempty"`
 }
 
 // median returns the median of xs (the mean of the middle two for an even
@@ -187,8 +187,12 @@ func summarize(passes []passResult) summary {
 	s.CPUClient = medianOf(passes, func(p passResult) float64 { return p.CPUClient })
 	s.CPUServer = medianOf(passes, func(p passResult) float64 { return p.CPUServer })
 	s.HitRate = medianOf(passes, func(p passResult) float64 { return p.HitRate })
-	s.Ratios.Memcached = medianOf(passes, func(p passResult) float64 { return p.Ratios.Memcached })
-	s.Ratios.Redis = medianOf(passes, func(p passResult) float64 { return p.Ratios.Redis })
+	if passes[0].Ratios != nil {
+		s.Ratios = &ratios{
+			Memcached: medianOf(passes, func(p passResult) float64 { return p.Ratios.Memcached }),
+			Redis:     medianOf(passes, func(p passResult) float64 { return p.Ratios.Redis }),
+		}
+	}
 	return s
 }
 
@@ -214,12 +218,16 @@ func writeMarkdown(w io.Writer, r *report) {
 			continue
 		}
 		s := c.Summary
-		fmt.Fprintf(w, "| %s | %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s+%s | %d | %.1f%% | %s | %s |\n",
+		cpu := micros(s.CPUClient) // a cluster's processes are clients and servers at once
+		if s.CPUServer != 0 {
+			cpu += "+" + micros(s.CPUServer)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s | %d | %.1f%% | %s | %s |\n",
 			c.Target, c.Scenario, concLabel(c.Conc),
 			si(s.OpsPerSec), si(s.OpsPerSecMin), si(s.OpsPerSecMax),
 			micros(s.P50), micros(s.P99), micros(s.P999), nanos(s.MeanLatency),
-			micros(s.CPUClient), micros(s.CPUServer), s.Errors, 100*s.HitRate,
-			ratio(s.Ratios.Memcached), ratio(s.Ratios.Redis))
+			cpu, s.Errors, 100*s.HitRate,
+			s.Ratios.column(targetMemcached), s.Ratios.column(targetRedis))
 	}
 	fmt.Fprintln(w)
 	for _, c := range r.Checks {
@@ -244,11 +252,20 @@ func orNone(s, none string) string {
 	return s
 }
 
-func ratio(r float64) string {
-	if r == 0 {
+// column formats the ratio against target for the table, empty when not
+// measured.
+func (r *ratios) column(target string) string {
+	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf("%.2f×", r)
+	v := r.Memcached
+	if target == targetRedis {
+		v = r.Redis
+	}
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", v)
 }
 
 // si formats a count with a k or M suffix and three significant digits.
