@@ -292,47 +292,51 @@ func prefillAll(ctx context.Context, o options, cl *cluster, servers map[string]
 	return nil
 }
 
+// scenario is a kind of row, run at every concurrency.
+type scenario struct {
+	target, name, kind string
+	cmd                command // Target, Keys, Addr, GetPct and SampleEvery
+	load               []*proc
+	servers            []int
+}
+
 // plan lists the cells of the table, in the order they run within a pass
 // at each concurrency: targets alternate, so that a change in the machine's
 // load hits all of them alike.
 func plan(o options, cl *cluster, servers map[string]*server) []*cell {
-	mix := fmt.Sprintf("get/set %s", o.ratio)
-	base := command{Cmd: cmdRun, GetPct: o.getPct, Warmup: o.warmup, Duration: o.duration, SampleEvery: 1}
+	mix := "get/set " + o.ratio
 	p0, others := cl.procs[:1], cl.pids()[1:]
-	var cells []*cell
-	for _, c := range o.conc {
-		at := base
-		at.Conc = c
-		add := func(target, scenario, kind string, cmd command, load []*proc, servers []int) {
-			cells = append(cells, &cell{Target: target, Scenario: scenario, Conc: c, kind: kind, cmd: cmd, load: load, servers: servers})
+	var scs []scenario
+	addServer := func(target, name string) {
+		if s := servers[target]; s != nil {
+			scs = append(scs, scenario{name, mix, target, command{Target: target, Addr: s.addr, GetPct: o.getPct, SampleEvery: 1}, p0, []int{s.pid()}})
 		}
-		withTarget := func(target, keys, addr string, getPct, sampleEvery int) command {
-			cmd := at
-			cmd.Target, cmd.Keys, cmd.Addr = target, keys, addr
-			if getPct != 0 {
-				cmd.GetPct = getPct
-			}
-			cmd.SampleEvery = sampleEvery
-			return cmd
-		}
-		if s := servers[targetMemcached]; s != nil {
-			add("memcached", mix, kindMemcached, withTarget(targetMemcached, "", s.addr, 0, 1), p0, []int{s.pid()})
-		}
-		if o.has(targetGhost) {
-			add("GhostDB", "forwarded "+mix, kindForwarded, withTarget(targetGhost, keysRemote, "", 0, 1), p0, others)
-		}
-		if s := servers[targetRedis]; s != nil {
-			add("Redis", mix, kindRedis, withTarget(targetRedis, "", s.addr, 0, 1), p0, []int{s.pid()})
-		}
-		if !o.has(targetGhost) {
-			continue
-		}
+	}
+	ghost := func(keys string, getPct, sampleEvery int) command {
+		return command{Target: targetGhost, Keys: keys, GetPct: getPct, SampleEvery: sampleEvery}
+	}
+	addServer(targetMemcached, "memcached")
+	if o.has(targetGhost) {
+		scs = append(scs, scenario{"GhostDB", "forwarded " + mix, kindForwarded, ghost(keysRemote, o.getPct, 1), p0, others})
+	}
+	addServer(targetRedis, "Redis")
+	if o.has(targetGhost) {
 		// In-process targets time one op in 64: reading the clock would
 		// cost more than a sync.Map load.
-		add("GhostDB", "owner-local "+mix, kindLocal, withTarget(targetGhost, keysLocal, "", 0, 64), p0, others)
-		add("GhostDB", fmt.Sprintf("cluster: %d processes × c, %s", o.nodes, mix), kindCluster, withTarget(targetGhost, keysAll, "", 0, 1), cl.procs, nil)
-		add("GhostDB", "owner-local get only", kindLocalGet, withTarget(targetGhost, keysLocal, "", 100, 64), p0, others)
-		add("sync.Map", "get only (floor)", kindFloor, withTarget(targetSyncMap, "", "", 100, 64), p0, nil)
+		scs = append(scs,
+			scenario{"GhostDB", "owner-local " + mix, kindLocal, ghost(keysLocal, o.getPct, 64), p0, others},
+			scenario{"GhostDB", fmt.Sprintf("cluster: %d processes × c, %s", o.nodes, mix), kindCluster, ghost(keysAll, o.getPct, 1), cl.procs, nil},
+			scenario{"GhostDB", "owner-local get only", kindLocalGet, ghost(keysLocal, 100, 64), p0, others},
+			scenario{"sync.Map", "get only (floor)", kindFloor, command{Target: targetSyncMap, GetPct: 100, SampleEvery: 64}, p0, nil},
+		)
+	}
+	var cells []*cell
+	for _, c := range o.conc {
+		for _, sc := range scs {
+			cmd := sc.cmd
+			cmd.Cmd, cmd.Conc, cmd.Warmup, cmd.Duration = cmdRun, c, o.warmup, o.duration
+			cells = append(cells, &cell{Target: sc.target, Scenario: sc.name, Conc: c, kind: sc.kind, cmd: cmd, load: sc.load, servers: sc.servers})
+		}
 	}
 	if o.has(targetGhost) {
 		cells = append(cells, &cell{Target: "GhostDB", Scenario: "batch get of 100 keys", kind: kindBatch, NA: "n/a (no batch API yet)"})

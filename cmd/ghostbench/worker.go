@@ -25,7 +25,11 @@ import (
 // lines: commands on its stdin, one reply per command on its stdout. The
 // worker embeds a node and runs the load of a cell against that node, or
 // against memcached, Redis or a sync.Map, so every target is driven from a
-// process of the same kind. It ends when its stdin closes.
+// process of the same kind. It ends when its stdin closes, and on Linux
+// when ghostbench dies.
+//
+// The second half of this file is ghostbench's side: proc and cluster
+// start the workers and carry commands to them.
 
 // workerConfig is what a worker is started with, as JSON in -worker.
 type workerConfig struct {
