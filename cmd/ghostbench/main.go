@@ -383,13 +383,14 @@ func runCells(ctx context.Context, o options, cells []*cell) error {
 }
 
 // runCell runs one cell on its load processes at once and measures the
-// CPU that they and the cell's servers used.
+// CPU that they and the cell's servers used while it was measured.
 func runCell(ctx context.Context, c *cell) (passResult, error) {
 	loadPIDs := make([]int, len(c.load))
 	for i, p := range c.load {
 		loadPIDs[i] = p.pid()
 	}
-	cpu0, cpuS0 := sumCPU(loadPIDs), sumCPU(c.servers)
+	cpu := make(chan cpuSample, 1)
+	go func() { cpu <- sampleCPU(ctx, loadPIDs, c.servers, c.cmd.Warmup, c.cmd.Duration) }()
 	type out struct {
 		res *cellResult
 		err error
@@ -429,10 +430,10 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	if pr.Ops == 0 {
 		return pr, errors.New("no op completed")
 	}
-	cpu1, cpuS1 := sumCPU(loadPIDs), sumCPU(c.servers)
-	perOp := 1e6 / float64(pr.Ops)
-	pr.CPUClient = (cpu1 - cpu0) * perOp
-	pr.CPUServer = (cpuS1 - cpuS0) * perOp
+	used := <-cpu
+	perOp := 1e6 / (pr.OpsPerSec * used.seconds) // µs per op
+	pr.CPUClient = used.load * perOp
+	pr.CPUServer = used.servers * perOp
 	if gets > 0 {
 		pr.HitRate = float64(hits) / float64(gets)
 	}
@@ -441,6 +442,25 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	pr.P999 = hist.quantile(0.999).Seconds() * 1e6
 	pr.MeanLatency = float64(c.cmd.Conc*len(c.load)) / pr.OpsPerSec * 1e9
 	return pr, nil
+}
+
+// cpuSample is the CPU seconds processes used in an interval of seconds.
+type cpuSample struct{ load, servers, seconds float64 }
+
+// sampleCPU measures the CPU the load processes and the servers use from
+// warmup after it is called until duration later: the interval in which
+// the workers, started at the same moment, count ops.
+func sampleCPU(ctx context.Context, load, servers []int, warmup, duration time.Duration) cpuSample {
+	sleep := func(d time.Duration) {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	sleep(warmup)
+	l0, s0, t0 := sumCPU(load), sumCPU(servers), time.Now()
+	sleep(duration)
+	return cpuSample{load: sumCPU(load) - l0, servers: sumCPU(servers) - s0, seconds: time.Since(t0).Seconds()}
 }
 
 // sumCPU returns the CPU seconds the processes have used, leaving out
