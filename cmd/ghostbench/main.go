@@ -495,9 +495,16 @@ func finish(o options, r *report) {
 		}
 	}
 	for _, c := range r.Cells {
-		if len(c.Passes) > 0 {
-			s := summarize(c.Passes)
-			c.Summary = &s
+		if len(c.Passes) == 0 {
+			continue
+		}
+		s := summarize(c.Passes)
+		c.Summary = &s
+		for _, p := range c.Passes {
+			if p.FirstError != "" {
+				r.Notes = append(r.Notes, fmt.Sprintf("%s %s c=%d: %d errors; the first in pass %d: %s", c.Target, c.Scenario, c.Conc, s.Errors, p.Pass, p.FirstError))
+				break
+			}
 		}
 	}
 	r.Checks = checks(o, find)
