@@ -10,7 +10,8 @@
 // scenario and a concurrency) run for -duration after -warmup, interleaved
 // over -passes passes, and the table reports per cell the median and range
 // of ops/s, latency percentiles, CPU per op and the ratio of GhostDB to
-// memcached and Redis. It ends with the targets as PASS/FAIL lines.
+// memcached and Redis. It ends with the targets as PASS or FAIL
+// lines (SKIP when a target was not measured).
 //
 // GhostDB scenarios:
 //
@@ -554,7 +555,7 @@ func checks(o options, find func(string, int) *cell) []check {
 	}
 	for _, c := range at {
 		cl, mc := find(kindCluster, c), find(kindMemcached, c)
-		name := fmt.Sprintf("uniform keys from all %d processes ≥ 3× memcached at c=%d", o.nodes, c)
+		name := fmt.Sprintf("%s keys from all %d processes ≥ 3× memcached at c=%d", o.dist, o.nodes, c)
 		if cl == nil || mc == nil {
 			out = append(out, check{Name: name, Verdict: "SKIP", Detail: "not measured"})
 			continue
