@@ -12,17 +12,30 @@ import (
 
 // Shared test helpers: clusters of real nodes in one process.
 
-// fastGossip tunes memberlist for tests: failures are noticed in well under
-// a second and news spreads in tens of milliseconds.
-func fastGossip(mc *memberlist.Config) {
-	mc.ProbeInterval = 50 * time.Millisecond
-	mc.ProbeTimeout = 25 * time.Millisecond
-	mc.SuspicionMult = 2
-	mc.SuspicionMaxTimeoutMult = 2
-	mc.GossipInterval = 10 * time.Millisecond
+// testGossip tunes memberlist for tests: news spreads in tens of
+// milliseconds, and a node must stay silent for several seconds before it
+// is declared dead, so that a machine loaded by the race detector and
+// parallel tests never drops a live node from the ring mid-test.
+func testGossip(mc *memberlist.Config) {
+	mc.ProbeInterval = time.Second
+	mc.ProbeTimeout = 800 * time.Millisecond
+	mc.SuspicionMult = 4
+	mc.GossipInterval = 30 * time.Millisecond
 	mc.PushPullInterval = time.Second
-	mc.TCPTimeout = time.Second
+	mc.TCPTimeout = 2 * time.Second
 	mc.GossipToTheDeadTime = time.Second
+}
+
+// fastFailureDetection is for the tests of failures: a dead node is noticed
+// in a second or two.
+func fastFailureDetection(cfg *Config) {
+	cfg.Gossip = func(mc *memberlist.Config) {
+		testGossip(mc)
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 150 * time.Millisecond
+		mc.SuspicionMult = 3
+		mc.SuspicionMaxTimeoutMult = 2
+	}
 }
 
 // testConfig is a node configuration for tests; tcp picks real sockets on
@@ -31,9 +44,9 @@ func testConfig(net *MemNetwork) Config {
 	return Config{
 		Addr:           "127.0.0.1:0",
 		Network:        net,
-		Gossip:         fastGossip,
+		Gossip:         testGossip,
 		RejoinInterval: 100 * time.Millisecond,
-		RequestTimeout: time.Second,
+		RequestTimeout: 5 * time.Second, // generous: a loaded CI machine under -race is slow
 	}
 }
 

@@ -81,8 +81,9 @@ type Config struct {
 	// seconds.
 	RejoinInterval time.Duration
 
-	// RequestTimeout bounds a call to another node when ctx has no earlier
-	// deadline. Default 2 seconds.
+	// RequestTimeout bounds how long a peer may owe a reply: a connection
+	// on which a reply is later than this is closed and its calls fail over
+	// to the next node, whatever their ctx allows. Default 2 seconds.
 	RequestTimeout time.Duration
 
 	// SuspectTimeout is how long a peer that failed a call is skipped before
@@ -91,7 +92,8 @@ type Config struct {
 	SuspectTimeout time.Duration
 
 	// ConnsPerPeer is how many TCP connections this node keeps to each peer;
-	// requests are pipelined on each. Default 2.
+	// requests are pipelined on each, and fewer connections batch more
+	// requests per write. Default 1.
 	ConnsPerPeer int
 
 	// MaxFrameSize is the largest message accepted on the wire.
@@ -151,7 +153,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.RejoinInterval, 5*time.Second)
 	setDefault(&c.RequestTimeout, 2*time.Second)
 	setDefault(&c.SuspectTimeout, time.Second)
-	setDefault(&c.ConnsPerPeer, 2)
+	setDefault(&c.ConnsPerPeer, 1)
 	setDefault(&c.MaxFrameSize, c.MaxValueSize+64<<10)
 	setDefault(&c.PartitionCount, 271)
 	setDefault(&c.protocolVersion, ProtocolVersion)

@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // NoExpiry as a TTL keeps a pair until it is deleted, flushed or evicted.
@@ -146,6 +149,13 @@ type Node struct {
 	peers   peerClients
 	server  connSet
 
+	// gossipPeers are the live peers as memberlist's events report them,
+	// guarded by gossipMu. The ring is built from this copy: the nodes
+	// memberlist.Members returns are changed under memberlist's lock, which
+	// we cannot take, so reading them races.
+	gossipMu    sync.Mutex
+	gossipPeers map[string]member
+
 	closed atomic.Bool
 	done   chan struct{} // closed when the node shuts down
 	wg     sync.WaitGroup
@@ -181,6 +191,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		watchdogHist: history{max: cfg.MetricsHistory},
 		ep:           ep,
 		ringDue:      make(chan struct{}, 1),
+		gossipPeers:  make(map[string]member),
 		done:         make(chan struct{}),
 	}
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return time.Now().UnixNano() })
@@ -591,14 +602,57 @@ func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
 	return out
 }
 
-// decodeValue decodes an encoded value without a Go type: integers widen to
-// int64 or uint64, floats to float64, and maps with string keys become
-// map[string]any (other maps map[any]any).
+// decodeValue decodes an encoded value without a Go type to guide it:
+// integers become int64 (uint64 past int64's range), floats float64, binary
+// []byte, arrays []any, maps with string keys map[string]any (other maps
+// map[any]any).
 func decodeValue(raw []byte) (any, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(raw))
-	dec.UseLooseInterfaceDecoding(true)
-	dec.SetMapDecoder(decodeAnyMap)
-	return dec.DecodeInterfaceLoose()
+	vd := valueDecoders.Get().(*valueDecoder)
+	defer valueDecoders.Put(vd)
+	vd.r.Reset(raw)
+	vd.dec.ResetReader(&vd.r)
+	return decodeAny(vd.dec)
+}
+
+type valueDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+// valueDecoders recycles decoders: a msgpack.Decoder is large, and a Get
+// needs one only for the moment it decodes.
+var valueDecoders = sync.Pool{New: func() any { return &valueDecoder{dec: msgpack.NewDecoder(nil)} }}
+
+func decodeAny(d *msgpack.Decoder) (any, error) {
+	c, err := d.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case msgpcode.IsFixedArray(c), c == msgpcode.Array16, c == msgpcode.Array32:
+		n, err := d.DecodeArrayLen()
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		out := make([]any, n)
+		for i := range out {
+			if out[i], err = decodeAny(d); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	case msgpcode.IsFixedMap(c), c == msgpcode.Map16, c == msgpcode.Map32:
+		return decodeAnyMap(d)
+	case c == msgpcode.Uint8, c == msgpcode.Uint16, c == msgpcode.Uint32, c == msgpcode.Uint64:
+		u, err := d.DecodeUint64()
+		if err != nil || u > math.MaxInt64 {
+			return u, err
+		}
+		return int64(u), nil
+	case c == msgpcode.Bin8, c == msgpcode.Bin16, c == msgpcode.Bin32:
+		return d.DecodeBytes()
+	}
+	return d.DecodeInterfaceLoose()
 }
 
 func decodeAnyMap(d *msgpack.Decoder) (any, error) {
@@ -608,16 +662,15 @@ func decodeAnyMap(d *msgpack.Decoder) (any, error) {
 	}
 	keys, vals := make([]any, n), make([]any, n)
 	strKeys := true
-	for i := 0; i < n; i++ {
-		if keys[i], err = d.DecodeInterfaceLoose(); err != nil {
+	for i := range n {
+		if keys[i], err = decodeAny(d); err != nil {
 			return nil, err
 		}
-		if _, ok := keys[i].(string); !ok {
-			strKeys = false
-		}
-		if vals[i], err = d.DecodeInterfaceLoose(); err != nil {
+		if vals[i], err = decodeAny(d); err != nil {
 			return nil, err
 		}
+		_, isStr := keys[i].(string)
+		strKeys = strKeys && isStr
 	}
 	if strKeys {
 		m := make(map[string]any, n)
@@ -628,6 +681,9 @@ func decodeAnyMap(d *msgpack.Decoder) (any, error) {
 	}
 	m := make(map[any]any, n)
 	for i, k := range keys {
+		if k != nil && !reflect.TypeOf(k).Comparable() {
+			return nil, fmt.Errorf("map key of type %T cannot be a Go map key", k)
+		}
 		m[k] = vals[i]
 	}
 	return m, nil

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/buraksezer/consistent"
@@ -140,9 +139,9 @@ func (d gossipDelegate) NotifyMsg([]byte)                           {}
 func (d gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
-func (d gossipDelegate) NotifyJoin(*memberlist.Node)                { d.n.ringChanged() }
-func (d gossipDelegate) NotifyLeave(*memberlist.Node)               { d.n.ringChanged() }
-func (d gossipDelegate) NotifyUpdate(*memberlist.Node)              { d.n.ringChanged() }
+func (d gossipDelegate) NotifyJoin(m *memberlist.Node)              { d.n.peerUp(m) }
+func (d gossipDelegate) NotifyLeave(m *memberlist.Node)             { d.n.peerDown(m) }
+func (d gossipDelegate) NotifyUpdate(m *memberlist.Node)            { d.n.peerUp(m) }
 
 // NotifyAlive keeps nodes of another protocol version, and memberlist
 // nodes that are not GhostDB nodes, out of the cluster.
@@ -155,6 +154,31 @@ func (d gossipDelegate) NotifyAlive(peer *memberlist.Node) error {
 		return fmt.Errorf("%w: %s speaks %d, we speak %d", ErrProtocolVersion, peer.Name, v, d.n.cfg.protocolVersion)
 	}
 	return nil
+}
+
+// peerUp records a peer that joined or changed, when it speaks our
+// protocol version, and schedules a ring rebuild. It runs under memberlist's
+// lock, so m may be read.
+func (n *Node) peerUp(m *memberlist.Node) {
+	if m.Name == n.name {
+		return
+	}
+	n.gossipMu.Lock()
+	if v, ok := metaVersion(m.Meta); ok && v == n.cfg.protocolVersion {
+		n.gossipPeers[m.Name] = member{name: m.Name, addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))}
+	} else {
+		delete(n.gossipPeers, m.Name)
+	}
+	n.gossipMu.Unlock()
+	n.ringChanged()
+}
+
+// peerDown forgets a peer that left or died, and schedules a ring rebuild.
+func (n *Node) peerDown(m *memberlist.Node) {
+	n.gossipMu.Lock()
+	delete(n.gossipPeers, m.Name)
+	n.gossipMu.Unlock()
+	n.ringChanged()
 }
 
 func (n *Node) ringChanged() {
@@ -175,17 +199,16 @@ func (n *Node) ringLoop() {
 	}
 }
 
-// rebuildRing recomputes the ring from memberlist's live members.
+// rebuildRing recomputes the ring from the live peers memberlist reported.
 func (n *Node) rebuildRing() {
 	n.ringMu.Lock()
 	defer n.ringMu.Unlock()
 	ms := []member{{name: n.name, addr: n.addr}}
-	for _, m := range n.ml.Members() {
-		if v, ok := metaVersion(m.Meta); !ok || v != n.cfg.protocolVersion || m.Name == n.name {
-			continue
-		}
-		ms = append(ms, member{name: m.Name, addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))})
+	n.gossipMu.Lock()
+	for _, m := range n.gossipPeers {
+		ms = append(ms, m)
 	}
+	n.gossipMu.Unlock()
 	slices.SortFunc(ms, func(a, b member) int { return strings.Compare(a.name, b.name) })
 	if sameMembers(n.ring.Load().members, ms) {
 		return
@@ -288,19 +311,21 @@ func (n *Node) seedLoop(seeds []string) {
 // UDP packets on the endpoint, and TCP streams that open with
 // preambleGossip, handed over by the node's accept loop.
 type gossipTransport struct {
-	n        *Node
-	packets  chan *memberlist.Packet
-	streams  chan net.Conn
-	stop     chan struct{}
-	stopOnce sync.Once
+	n       *Node
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+	ctx     context.Context // ends at Shutdown, cutting dials short
+	stop    context.CancelFunc
 }
 
 func newGossipTransport(n *Node) *gossipTransport {
+	ctx, stop := context.WithCancel(context.Background())
 	t := &gossipTransport{
 		n:       n,
 		packets: make(chan *memberlist.Packet, 256),
 		streams: make(chan net.Conn),
-		stop:    make(chan struct{}),
+		ctx:     ctx,
+		stop:    stop,
 	}
 	n.goBackground(t.readPackets)
 	return t
@@ -312,7 +337,7 @@ func (t *gossipTransport) readPackets() {
 		size, from, err := t.n.ep.readPacket(buf)
 		if err != nil {
 			select {
-			case <-t.stop:
+			case <-t.ctx.Done():
 				return
 			case <-t.n.done:
 				return
@@ -327,7 +352,7 @@ func (t *gossipTransport) readPackets() {
 		p := &memberlist.Packet{Buf: slices.Clone(buf[:size]), From: from, Timestamp: time.Now()}
 		select {
 		case t.packets <- p:
-		case <-t.stop:
+		case <-t.ctx.Done():
 			return
 		}
 	}
@@ -336,7 +361,7 @@ func (t *gossipTransport) readPackets() {
 func (t *gossipTransport) handOff(conn net.Conn) {
 	select {
 	case t.streams <- conn:
-	case <-t.stop:
+	case <-t.ctx.Done():
 		conn.Close()
 	}
 }
@@ -358,7 +383,7 @@ func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packet
 
 // DialTimeout implements memberlist.Transport.
 func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
 	conn, err := t.n.ep.dial(ctx, addr)
 	if err != nil {
@@ -379,7 +404,7 @@ func (t *gossipTransport) StreamCh() <-chan net.Conn { return t.streams }
 // Shutdown implements memberlist.Transport. The endpoint itself is the
 // node's to close.
 func (t *gossipTransport) Shutdown() error {
-	t.stopOnce.Do(func() { close(t.stop) })
+	t.stop()
 	return nil
 }
 
@@ -394,14 +419,15 @@ func advertiseAddr(cfg Config, listening string) (string, error) {
 		if aport == "0" || aport == "" {
 			aport = port
 		}
-		if net.ParseIP(host) == nil {
+		ip := net.ParseIP(host)
+		if ip == nil {
 			ips, err := net.LookupIP(host)
 			if err != nil || len(ips) == 0 {
 				return "", fmt.Errorf("ghost: AdvertiseAddr %q: cannot resolve %s: %v", cfg.AdvertiseAddr, host, err)
 			}
-			host = ips[0].String()
+			ip = ips[0]
 		}
-		return net.JoinHostPort(host, aport), nil
+		return net.JoinHostPort(ip.String(), aport), nil
 	}
 	host, _, _ := net.SplitHostPort(cfg.Addr)
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {

@@ -47,6 +47,10 @@ func (e *entry) size() int64 { return int64(len(e.key) + len(e.value)) }
 
 func (e *entry) expired(now int64) bool { return e.expires != 0 && now >= e.expires }
 
+// expiredNow reads the clock only for pairs that can expire: most cache
+// reads are of pairs that cannot, and the clock is not free.
+func (s *store) expiredNow(e *entry) bool { return e.expires != 0 && e.expired(s.now()) }
+
 func newStore(partitions int, maxKeys, maxBytes int64, stats *watchdog, now func() int64) *store {
 	s := &store{
 		parts:    make([]partition, partitions),
@@ -72,7 +76,7 @@ func (s *store) get(p int, key string) ([]byte, bool) {
 		pt.mu.Unlock()
 		return nil, false
 	}
-	if e.expired(s.now()) {
+	if s.expiredNow(e) {
 		s.remove(pt, e)
 		pt.mu.Unlock()
 		s.stats.expired.Add(1)
@@ -90,7 +94,7 @@ func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent
 	pt := &s.parts[p]
 	pt.mu.Lock()
 	e := pt.items[key]
-	if e != nil && e.expired(s.now()) {
+	if e != nil && s.expiredNow(e) {
 		s.remove(pt, e)
 		s.stats.expired.Add(1)
 		e = nil
@@ -125,7 +129,7 @@ func (s *store) del(p int, key string) bool {
 		return false
 	}
 	s.remove(pt, e)
-	if e.expired(s.now()) {
+	if s.expiredNow(e) {
 		s.stats.expired.Add(1)
 		return false
 	}

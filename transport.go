@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -508,14 +509,9 @@ func (p *peerPool) markSuspect() {
 	p.suspectUntil.Store(time.Now().Add(p.node.cfg.SuspectTimeout).UnixNano())
 }
 
-// call sends req to the peer and waits for its reply. When ctx has no
-// deadline, Config.RequestTimeout bounds the wait.
+// call sends req to the peer and waits for its reply, until ctx ends or
+// the peer has owed a reply for longer than Config.RequestTimeout.
 func (p *peerPool) call(ctx context.Context, req *request) (response, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.node.cfg.RequestTimeout)
-		defer cancel()
-	}
 	c, err := p.conn(ctx)
 	if err != nil {
 		return response{}, err
@@ -532,6 +528,11 @@ func (p *peerPool) conn(ctx context.Context) (*clientConn, error) {
 	}
 	if p.closed.Load() {
 		return nil, ErrClosed
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.node.cfg.RequestTimeout)
+		defer cancel()
 	}
 	c, err := dialPeer(ctx, p.node, p.addr)
 	if err != nil {
@@ -557,8 +558,14 @@ func (p *peerPool) close() {
 // requests into a shared buffer; whichever caller finds no write under way
 // writes the buffer out, and keeps writing while others add to it, so under
 // load many requests leave in one write.
+//
+// No timer is started per call: a reaper checks the oldest unanswered call
+// a few times per RequestTimeout, and breaks the connection when the peer
+// has fallen that far behind, which fails every call waiting on it.
 type clientConn struct {
-	conn net.Conn
+	conn    net.Conn
+	timeout time.Duration
+	broken  chan struct{} // closed once err is set
 
 	mu       sync.Mutex
 	out      *appender
@@ -570,11 +577,16 @@ type clientConn struct {
 	err      error // set once the connection is broken
 }
 
+// call is one request waiting for its reply. Calls are recycled through
+// callPool once their reply has been taken.
 type call struct {
-	done chan struct{}
-	resp response
-	err  error
+	done  chan struct{} // capacity 1: the reader never blocks on it
+	resp  response
+	err   error
+	start int64 // unix nanoseconds
 }
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
 func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 	conn, err := n.ep.dial(ctx, addr)
@@ -601,9 +613,16 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 		return nil, fmt.Errorf("ghost: connect to %s: %w", addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	c := &clientConn{conn: conn, out: &appender{}, pending: make(map[uint64]*call)}
+	c := &clientConn{
+		conn:    conn,
+		timeout: n.cfg.RequestTimeout,
+		broken:  make(chan struct{}),
+		out:     &appender{},
+		pending: make(map[uint64]*call),
+	}
 	c.enc = msgpack.NewEncoder(c.out)
 	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize) })
+	n.goBackground(c.reap)
 	return c, nil
 }
 
@@ -614,11 +633,13 @@ func (c *clientConn) alive() bool {
 }
 
 func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, error) {
-	cl := &call{done: make(chan struct{}, 1)}
+	cl := callPool.Get().(*call)
+	cl.start = time.Now().UnixNano()
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		callPool.Put(cl)
 		return response{}, err
 	}
 	c.nextID++
@@ -635,19 +656,30 @@ func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, err
 
 	select {
 	case <-cl.done:
-		return cl.resp, cl.err
+		resp, err := cl.resp, cl.err
+		*cl = call{done: cl.done}
+		callPool.Put(cl)
+		return resp, err
 	case <-ctx.Done():
 		c.mu.Lock()
+		_, waiting := c.pending[id]
 		delete(c.pending, id)
 		c.mu.Unlock()
+		if waiting { // nobody else holds cl: recycle it
+			callPool.Put(cl)
+		}
 		return response{}, ctx.Err()
 	}
 }
 
 // flushLocked writes the output buffer until it stays empty. c.mu is held
-// on entry and exit, and released during each write.
+// on entry and exit, and released during each write. Before each write it
+// yields once, so callers that are ready to send join the same write.
 func (c *clientConn) flushLocked() {
 	for len(c.out.b) > 0 && c.err == nil {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
 		buf := c.out.b
 		c.out.b = c.spare[:0]
 		c.mu.Unlock()
@@ -660,6 +692,28 @@ func (c *clientConn) flushLocked() {
 		}
 	}
 	c.flushing = false
+}
+
+// reap breaks the connection when a call has waited longer than the
+// request timeout.
+func (c *clientConn) reap() {
+	tick := time.NewTicker(max(c.timeout/4, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.broken:
+			return
+		case now := <-tick.C:
+			c.mu.Lock()
+			for _, cl := range c.pending {
+				if now.UnixNano()-cl.start > int64(c.timeout) {
+					c.failLocked(fmt.Errorf("no reply within %v", c.timeout))
+					break
+				}
+			}
+			c.mu.Unlock()
+		}
+	}
 }
 
 func (c *clientConn) readLoop(maxFrame int) {
@@ -696,6 +750,7 @@ func (c *clientConn) failLocked(err error) {
 		return
 	}
 	c.err = fmt.Errorf("ghost: connection to %s: %w", c.conn.RemoteAddr(), err)
+	close(c.broken)
 	c.conn.Close()
 	for id, cl := range c.pending {
 		delete(c.pending, id)

@@ -1,0 +1,222 @@
+package ghost_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/ghostdb/ghost"
+)
+
+// A node on 127.0.0.1 with a port picked by the system. In production every
+// node uses the default address, ":7991", and a shared PeersFile.
+func ExampleJoin() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	if err := node.Put(ctx, "greeting", "hello", ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+	it, err := node.Get(ctx, "greeting")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(it.Value)
+	fmt.Println("members:", len(node.Members()))
+	// Output:
+	// hello
+	// members: 1
+}
+
+// Cache-aside: read the cache, and on a miss compute the value and store it
+// for the next caller.
+func ExampleNode_Get() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	price := func(ticker string) (float64, error) {
+		it, err := node.Get(ctx, "price:"+ticker)
+		if err == nil {
+			var p float64
+			return p, it.Decode(&p)
+		}
+		if !errors.Is(err, ghost.ErrCacheMiss) {
+			return 0, err // the cache itself failed
+		}
+		fmt.Println("miss:", ticker)
+		p := 3116.42 // a slow database query, in a real program
+		return p, node.Put(ctx, "price:"+ticker, p, 5*time.Minute)
+	}
+
+	for range 2 {
+		p, err := price("AMZN")
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("AMZN", p)
+	}
+	// Output:
+	// miss: AMZN
+	// AMZN 3116.42
+	// AMZN 3116.42
+}
+
+// Add stores a pair only when the key is free; a second Add of the same key
+// returns ErrNotStored, the NOT_STORED of GhostDB.
+func ExampleNode_Add() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	err = node.Add(ctx, "lock:report", "worker-1", 30*time.Second)
+	fmt.Println(ghost.Message(ghost.OpAdd, err))
+	err = node.Add(ctx, "lock:report", "worker-2", 30*time.Second)
+	fmt.Println(ghost.Message(ghost.OpAdd, err), errors.Is(err, ghost.ErrNotStored))
+	// Output:
+	// STORED
+	// NOT_STORED true
+}
+
+// Delete removes a pair (REMOVED); deleting it again returns ErrNotFound
+// (NOT_FOUND).
+func ExampleNode_Delete() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	if err := node.Put(ctx, "session:9", "token", time.Hour); err != nil {
+		log.Fatal(err)
+	}
+	err = node.Delete(ctx, "session:9")
+	fmt.Println(ghost.Message(ghost.OpDelete, err))
+	err = node.Delete(ctx, "session:9")
+	fmt.Println(ghost.Message(ghost.OpDelete, err), errors.Is(err, ghost.ErrNotFound))
+	// Output:
+	// REMOVED
+	// NOT_FOUND true
+}
+
+// Values of any type msgpack can encode are stored; Decode reads one back
+// into its Go type. Item.Value holds the same value decoded without a type:
+// a struct comes back there as a map of its fields.
+func ExampleItem_Decode() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	type Stock struct {
+		Ticker string
+		Price  float64
+		Volume int
+	}
+	in := Stock{Ticker: "AMZN", Price: 3116.42, Volume: 4200000}
+	if err := node.Put(ctx, "stock:AMZN", in, ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+
+	it, err := node.Get(ctx, "stock:AMZN")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var out Stock
+	if err := it.Decode(&out); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%+v\n", out)
+	fmt.Println(out == in)
+	fmt.Println(it.Value.(map[string]any)["Ticker"])
+	// Output:
+	// {Ticker:AMZN Price:3116.42 Volume:4200000}
+	// true
+	// AMZN
+}
+
+// Message turns the result of any call into its GhostDB word, for logs and
+// for programs that expect the original SDKs' messages.
+func ExampleMessage() {
+	fmt.Println(ghost.Message(ghost.OpPut, nil))
+	fmt.Println(ghost.Message(ghost.OpGet, nil))
+	fmt.Println(ghost.Message(ghost.OpGet, ghost.ErrCacheMiss))
+	fmt.Println(ghost.Message(ghost.OpAdd, ghost.ErrNotStored))
+	fmt.Println(ghost.Message(ghost.OpDelete, nil))
+	fmt.Println(ghost.Message(ghost.OpDelete, ghost.ErrNotFound))
+	fmt.Println(ghost.Message(ghost.OpFlush, nil))
+	fmt.Println(ghost.Message(ghost.OpFlush, fmt.Errorf("%w: 10.0.0.7:7991: timeout", ghost.ErrFlush)))
+	// Output:
+	// STORED
+	// OK
+	// CACHE_MISS
+	// NOT_STORED
+	// REMOVED
+	// NOT_FOUND
+	// FLUSHED
+	// ERR_FLUSH
+}
+
+// A cluster of three nodes in one process, over an in-memory network: the
+// way to test code that uses GhostDB without opening sockets. Each node
+// joins the first; gossip spreads the news to the others.
+func ExampleNewMemNetwork() {
+	ctx := context.Background()
+	network := ghost.NewMemNetwork()
+	var nodes []*ghost.Node
+	for range 3 {
+		cfg := ghost.Config{Addr: "127.0.0.1:0", Network: network}
+		if len(nodes) > 0 {
+			cfg.Peers = []string{nodes[0].Addr()}
+		}
+		n, err := ghost.Join(ctx, cfg)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+
+	// Membership spreads by gossip: wait until every node lists all three.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, n := range nodes {
+		for len(n.Members()) < 3 {
+			if time.Now().After(deadline) {
+				log.Fatalf("%s sees only %v", n.Addr(), n.Members())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	fmt.Println(nodes[2].Members())
+
+	// Any node serves any key: writes on one are read on the others.
+	if err := nodes[0].Put(ctx, "color", "teal", ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		it, err := n.Get(ctx, "color")
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(n.Addr(), it.Value)
+	}
+	// Output:
+	// [127.0.0.1:20000 127.0.0.1:20001 127.0.0.1:20002]
+	// 127.0.0.1:20001 teal
+	// 127.0.0.1:20002 teal
+}

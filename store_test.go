@@ -1,0 +1,169 @@
+package ghost
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// testStore returns a store with a clock the test moves by hand.
+func testStore(maxKeys, maxBytes int64) (*store, *atomic.Int64) {
+	var clock atomic.Int64
+	clock.Store(1)
+	return newStore(7, maxKeys, maxBytes, &watchdog{}, clock.Load), &clock
+}
+
+func TestStoreGetSetDelete(t *testing.T) {
+	s, _ := testStore(100, 1<<20)
+	if _, ok := s.get(1, "k"); ok {
+		t.Fatal("empty store hit")
+	}
+	if !s.set(1, "k", []byte("v1"), 0, false) {
+		t.Fatal("put did not store")
+	}
+	if s.set(1, "k", []byte("v2"), 0, true) {
+		t.Fatal("add overwrote a live pair")
+	}
+	if v, ok := s.get(1, "k"); !ok || string(v) != "v1" {
+		t.Fatalf("get = %q, %v", v, ok)
+	}
+	if !s.set(1, "k", []byte("v22"), 0, false) {
+		t.Fatal("put did not overwrite")
+	}
+	if v, _ := s.get(1, "k"); string(v) != "v22" {
+		t.Fatalf("get after overwrite = %q", v)
+	}
+	if s.len() != 1 || s.size() != int64(len("k")+len("v22")) {
+		t.Fatalf("len %d size %d", s.len(), s.size())
+	}
+	if !s.del(1, "k") || s.del(1, "k") {
+		t.Fatal("delete should succeed once")
+	}
+	if s.len() != 0 || s.size() != 0 {
+		t.Fatalf("after delete: len %d size %d", s.len(), s.size())
+	}
+}
+
+func TestStoreExpiry(t *testing.T) {
+	s, clock := testStore(100, 1<<20)
+	s.set(0, "short", []byte("x"), 10, false)
+	s.set(0, "forever", []byte("x"), 0, false)
+	s.set(2, "later", []byte("x"), 100, false)
+	clock.Store(10)
+	if _, ok := s.get(0, "short"); ok {
+		t.Fatal("expired pair returned")
+	}
+	if s.del(2, "short") {
+		t.Fatal("delete of an expired pair reported REMOVED")
+	}
+	if s.set(2, "later", []byte("y"), 0, true) {
+		t.Fatal("add over a live pair stored")
+	}
+	clock.Store(100)
+	if !s.set(2, "later", []byte("y"), 0, true) {
+		t.Fatal("add over an expired pair did not store")
+	}
+	s.set(3, "a", []byte("x"), 150, false)
+	s.set(4, "b", []byte("x"), 150, false)
+	clock.Store(200)
+	if n := s.crawl(); n != 2 {
+		t.Fatalf("crawl removed %d, want 2", n)
+	}
+	if s.len() != 2 {
+		t.Fatalf("len %d after crawl, want 2 (forever, later)", s.len())
+	}
+	if got := s.stats.expired.Load(); got != 4 { // short, later, a, b
+		t.Fatalf("expired counter %d, want 4", got)
+	}
+}
+
+func TestStoreLRUByKeys(t *testing.T) {
+	s, _ := testStore(10, 1<<20)
+	for i := range 10 {
+		s.set(i%7, fmt.Sprint(i), []byte("v"), 0, false)
+	}
+	s.get(0, "0") // 0 is now the most recent; 1 the least
+	s.set(10%7, "10", []byte("v"), 0, false)
+	if _, ok := s.get(1, "1"); ok {
+		t.Fatal("least recently used pair survived")
+	}
+	for _, k := range []int{0, 2, 3, 9, 10} {
+		if _, ok := s.get(k%7, fmt.Sprint(k)); !ok {
+			t.Fatalf("pair %d evicted out of order", k)
+		}
+	}
+	if s.len() != 10 || s.stats.evicted.Load() != 1 {
+		t.Fatalf("len %d evicted %d", s.len(), s.stats.evicted.Load())
+	}
+}
+
+func TestStoreLRUByBytes(t *testing.T) {
+	s, _ := testStore(1000, 100)
+	for i := range 5 {
+		s.set(i, fmt.Sprint(i), make([]byte, 19), 0, false) // 20 bytes each
+	}
+	s.set(5, "5", make([]byte, 39), 0, false)
+	if s.size() > 100 {
+		t.Fatalf("size %d over the limit", s.size())
+	}
+	for _, k := range []int{0, 1} {
+		if _, ok := s.get(k, fmt.Sprint(k)); ok {
+			t.Fatalf("pair %d should have been evicted", k)
+		}
+	}
+}
+
+func TestStoreConcurrent(t *testing.T) {
+	s, _ := testStore(500, 1<<20)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				k := fmt.Sprint((g*7919 + i) % 1000)
+				p := i % 7
+				switch i % 4 {
+				case 0:
+					s.set(p, k, []byte(k), 0, false)
+				case 1:
+					s.set(p, k, []byte(k), 0, true)
+				case 2:
+					s.get(p, k)
+				case 3:
+					s.del(p, k)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s.len() > 500 {
+		t.Fatalf("len %d over MaxKeys", s.len())
+	}
+	var n, b int64
+	for i := range s.parts {
+		for _, e := range s.parts[i].items {
+			n++
+			b += e.size()
+		}
+	}
+	if n != s.len() || b != s.size() {
+		t.Fatalf("counters len %d size %d, actual %d %d", s.len(), s.size(), n, b)
+	}
+}
+
+func TestStoreFlush(t *testing.T) {
+	s, _ := testStore(100, 1<<20)
+	for i := range 50 {
+		s.set(i%7, fmt.Sprint(i), []byte("v"), 0, false)
+	}
+	s.flush()
+	if s.len() != 0 || s.size() != 0 {
+		t.Fatalf("len %d size %d after flush", s.len(), s.size())
+	}
+	s.set(0, "again", []byte("v"), 0, false)
+	if _, ok := s.get(0, "again"); !ok {
+		t.Fatal("store unusable after flush")
+	}
+}
