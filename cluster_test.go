@@ -52,14 +52,14 @@ func testConfig(net *MemNetwork) Config {
 
 // cluster is a set of nodes started together.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	net   *MemNetwork // nil for real TCP
 	nodes []*Node
 }
 
 // newCluster starts size nodes, each joining the first, and waits until
 // every node sees all of them. With tcp the nodes talk over 127.0.0.1.
-func newCluster(t *testing.T, size int, tcp bool, tune ...func(*Config)) *cluster {
+func newCluster(t testing.TB, size int, tcp bool, tune ...func(*Config)) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	if !tcp {
@@ -126,7 +126,7 @@ func (c *cluster) waitConverged() {
 
 // waitFor polls cond until it returns nil, failing the test at the deadline
 // with cond's last error.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"math"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestBuckets(t *testing.T) {
+	for _, v := range []int64{0, 1, 63, 64, 65, 100, 1000, 12345, 1e6, 123456789, 1 << 50, math.MaxInt64} {
+		b := bucketOf(v)
+		if b < 0 || b >= histBuckets {
+			t.Fatalf("bucketOf(%d) = %d, out of range", v, b)
+		}
+		mid := bucketMid(b)
+		if err := math.Abs(float64(mid)-float64(v)) / math.Max(float64(v), 1); err > 1.0/32 {
+			t.Errorf("value %d: bucket %d has middle %d, %.1f%% off", v, b, mid, 100*err)
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	var back histogram
+	if err := back.addSparse(h.sparse()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {0.999, 999 * time.Microsecond}} {
+		got := back.quantile(c.q)
+		if math.Abs(float64(got-c.want))/float64(c.want) > 1.0/32 {
+			t.Errorf("quantile(%v) = %v, want about %v", c.q, got, c.want)
+		}
+	}
+	if m := median([]float64{3, 1, 2, 10}); m != 2.5 {
+		t.Errorf("median = %v, want 2.5", m)
+	}
+}
+
+// TestFinish checks ratios and verdicts on made-up figures.
+func TestFinish(t *testing.T) {
+	one := func(p passResult) []passResult { return []passResult{p} }
+	r := &report{Cells: []*cell{
+		{kind: kindMemcached, Conc: 16, Passes: one(passResult{OpsPerSec: 100, P99: 50})},
+		{kind: kindRedis, Conc: 16, Passes: one(passResult{OpsPerSec: 80, P99: 50})},
+		{kind: kindForwarded, Conc: 16, Passes: one(passResult{OpsPerSec: 160, P99: 40})},
+		{kind: kindCluster, Conc: 16, Passes: one(passResult{OpsPerSec: 250})},
+		{kind: kindLocalGet, Conc: 16, Passes: one(passResult{MeanLatency: 100})},
+		{kind: kindFloor, Conc: 16, Passes: one(passResult{MeanLatency: 60})},
+		{kind: kindBatch, NA: "n/a"},
+	}}
+	finish(options{conc: []int{16}, nodes: 3}, r)
+	if got := r.Cells[2].Summary.Ratios; got == nil || got.Memcached != 1.6 || got.Redis != 2 {
+		t.Errorf("forwarded ratios %+v, want 1.6 and 2", got)
+	}
+	if r.Cells[0].Summary.Ratios != nil || r.Cells[6].Summary != nil {
+		t.Error("ratios on a baseline, or a summary on an n/a cell")
+	}
+	var verdicts []string
+	for _, c := range r.Checks {
+		verdicts = append(verdicts, c.Verdict)
+	}
+	if want := []string{"PASS", "PASS", "FAIL"}; !slices.Equal(verdicts, want) {
+		t.Errorf("verdicts %v, want %v: %+v", verdicts, want, r.Checks)
+	}
+}
