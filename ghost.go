@@ -15,13 +15,10 @@
 package ghost
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,7 +28,6 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
-	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // NoExpiry as a TTL keeps a pair until it is deleted, flushed or evicted.
@@ -108,24 +104,6 @@ func Message(op Op, err error) string {
 		return "ERR_FLUSH"
 	}
 	return err.Error()
-}
-
-// Item is a pair read from the cache.
-type Item struct {
-	Key string
-	// Value is the value decoded without a Go type to guide it: integers
-	// come back as int64 (or uint64 past its range), floats as float64,
-	// maps as map[string]any, arrays as []any, structs as maps of their
-	// fields, times as time.Time in the local zone. Use Decode for a typed
-	// value.
-	Value any
-	raw   []byte
-}
-
-// Decode decodes the value into dst, a pointer to any type msgpack can
-// decode into: a struct, slice, map, string, number, time.Time...
-func (it Item) Decode(dst any) error {
-	return msgpack.Unmarshal(it.raw, dst)
 }
 
 // Node is a member of a GhostDB cluster. All its methods are safe for
@@ -515,65 +493,6 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 	return response{}, fmt.Errorf("%w: for key %q", ErrNoMoreServers, req.key)
 }
 
-// serve executes a request on the local store. Forwarded requests and local
-// ones take this same path.
-func (n *Node) serve(req *request) response {
-	resp := response{id: req.id}
-	switch req.op {
-	case OpGet, OpPut, OpAdd, OpDelete:
-		if err := checkKey(req.key); err != nil {
-			return response{id: req.id, status: statusBadKey, msg: err.Error()}
-		}
-	}
-	switch req.op {
-	case OpGet:
-		n.stats.getRequests.Add(1)
-		v, ok := n.store.get(n.partitionOf(req.key), req.key)
-		if !ok {
-			n.stats.cacheMiss.Add(1)
-			resp.status = statusMiss
-		}
-		resp.value = v
-	case OpPut, OpAdd:
-		if len(req.value) > n.cfg.MaxValueSize {
-			return response{id: req.id, status: statusTooLarge, msg: fmt.Sprintf("%d bytes, limit %d", len(req.value), n.cfg.MaxValueSize)}
-		}
-		var expires int64
-		if req.ttl > 0 {
-			expires = time.Now().UnixNano() + req.ttl
-		}
-		if req.op == OpPut {
-			n.stats.putRequests.Add(1)
-		} else {
-			n.stats.addRequests.Add(1)
-		}
-		if n.store.set(n.partitionOf(req.key), req.key, req.value, expires, req.op == OpAdd) {
-			n.stats.stored.Add(1)
-		} else {
-			n.stats.notStored.Add(1)
-			resp.status = statusNotStored
-		}
-	case OpDelete:
-		n.stats.deleteRequests.Add(1)
-		if n.store.del(n.partitionOf(req.key), req.key) {
-			n.stats.removed.Add(1)
-		} else {
-			n.stats.notFound.Add(1)
-			resp.status = statusNotFound
-		}
-	case OpFlush:
-		n.stats.flushRequests.Add(1)
-		n.store.flush()
-		n.stats.flushed.Add(1)
-	case OpPing:
-	case OpSnitchMetrics, OpWatchdogMetrics:
-		resp.value = encodeSamples(n.localSamples(req.op))
-	default:
-		resp.status, resp.msg = statusError, fmt.Sprintf("unknown op %d", req.op)
-	}
-	return resp
-}
-
 type broadcastResult struct {
 	addr  string
 	value []byte
@@ -605,91 +524,4 @@ func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
 	}
 	wg.Wait()
 	return out
-}
-
-// decodeValue decodes an encoded value without a Go type to guide it:
-// integers become int64 (uint64 past int64's range), floats float64, binary
-// []byte, arrays []any, maps with string keys map[string]any (other maps
-// map[any]any).
-func decodeValue(raw []byte) (any, error) {
-	vd := valueDecoders.Get().(*valueDecoder)
-	defer valueDecoders.Put(vd)
-	vd.r.Reset(raw)
-	vd.dec.ResetReader(&vd.r)
-	return decodeAny(vd.dec)
-}
-
-type valueDecoder struct {
-	r   bytes.Reader
-	dec *msgpack.Decoder
-}
-
-// valueDecoders recycles decoders: a msgpack.Decoder is large, and a Get
-// needs one only for the moment it decodes.
-var valueDecoders = sync.Pool{New: func() any { return &valueDecoder{dec: msgpack.NewDecoder(nil)} }}
-
-func decodeAny(d *msgpack.Decoder) (any, error) {
-	c, err := d.PeekCode()
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case msgpcode.IsFixedArray(c), c == msgpcode.Array16, c == msgpcode.Array32:
-		n, err := d.DecodeArrayLen()
-		if err != nil || n < 0 {
-			return nil, err
-		}
-		out := make([]any, n)
-		for i := range out {
-			if out[i], err = decodeAny(d); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	case msgpcode.IsFixedMap(c), c == msgpcode.Map16, c == msgpcode.Map32:
-		return decodeAnyMap(d)
-	case c == msgpcode.Uint8, c == msgpcode.Uint16, c == msgpcode.Uint32, c == msgpcode.Uint64:
-		u, err := d.DecodeUint64()
-		if err != nil || u > math.MaxInt64 {
-			return u, err
-		}
-		return int64(u), nil
-	case c == msgpcode.Bin8, c == msgpcode.Bin16, c == msgpcode.Bin32:
-		return d.DecodeBytes()
-	}
-	return d.DecodeInterfaceLoose()
-}
-
-func decodeAnyMap(d *msgpack.Decoder) (any, error) {
-	n, err := d.DecodeMapLen()
-	if err != nil || n < 0 {
-		return nil, err
-	}
-	keys, vals := make([]any, n), make([]any, n)
-	strKeys := true
-	for i := range n {
-		if keys[i], err = decodeAny(d); err != nil {
-			return nil, err
-		}
-		if vals[i], err = decodeAny(d); err != nil {
-			return nil, err
-		}
-		_, isStr := keys[i].(string)
-		strKeys = strKeys && isStr
-	}
-	if strKeys {
-		m := make(map[string]any, n)
-		for i, k := range keys {
-			m[k.(string)] = vals[i]
-		}
-		return m, nil
-	}
-	m := make(map[any]any, n)
-	for i, k := range keys {
-		if k != nil && !reflect.TypeOf(k).Comparable() {
-			return nil, fmt.Errorf("map key of type %T cannot be a Go map key", k)
-		}
-		m[k] = vals[i]
-	}
-	return m, nil
 }

@@ -448,3 +448,47 @@ func TestMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestBadKeysAndValues(t *testing.T) {
+	c := newCluster(t, 2, false, func(cfg *Config) { cfg.MaxValueSize = 1000 })
+	n, ctx := c.nodes[0], context.Background()
+	for name, key := range map[string]string{
+		"empty":     "",
+		"too long":  strings.Repeat("k", MaxKeyLen+1),
+		"not UTF-8": "bad\xff\xfekey",
+	} {
+		if _, err := n.Get(ctx, key); !errors.Is(err, ErrKey) {
+			t.Errorf("Get with a key %s: %v", name, err)
+		}
+		if err := n.Put(ctx, key, 1, NoExpiry); !errors.Is(err, ErrKey) {
+			t.Errorf("Put with a key %s: %v", name, err)
+		}
+		if err := n.Add(ctx, key, 1, NoExpiry); !errors.Is(err, ErrKey) {
+			t.Errorf("Add with a key %s: %v", name, err)
+		}
+		if err := n.Delete(ctx, key); !errors.Is(err, ErrKey) {
+			t.Errorf("Delete with a key %s: %v", name, err)
+		}
+	}
+	if err := n.Put(ctx, strings.Repeat("k", MaxKeyLen), 1, NoExpiry); err != nil {
+		t.Fatalf("a key of exactly MaxKeyLen bytes: %v", err)
+	}
+	if err := n.Put(ctx, "big", make([]byte, 1000), NoExpiry); !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("oversized value: %v", err)
+	}
+	if err := n.Put(ctx, "unencodable", make(chan int), NoExpiry); err == nil {
+		t.Fatal("a channel value was accepted")
+	}
+	if _, err := n.Get(ctx, "big"); !errors.Is(err, ErrCacheMiss) {
+		t.Fatalf("a rejected value was stored: %v", err)
+	}
+	// The owner checks too, whatever a peer sends.
+	resp := n.serve(&request{op: OpPut, key: "x", value: make([]byte, 2000)})
+	if _, err := resp.result(); !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("owner accepted an oversized value: %v", err)
+	}
+	resp = n.serve(&request{op: OpGet, key: ""})
+	if _, err := resp.result(); !errors.Is(err, ErrKey) {
+		t.Fatalf("owner accepted an empty key: %v", err)
+	}
+}

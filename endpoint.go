@@ -1,0 +1,176 @@
+package ghost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// The node's one port: the endpoint interface with its TCP implementation
+// (memnet.go has the in-memory one), the accept loop, and the dispatch of
+// each connection to the protocol its first byte names.
+
+// endpoint is a node's attachment to a network: one address with a stream
+// listener and a packet socket, and a way to dial others. tcpEndpoint is the
+// real one; MemNetwork makes in-memory ones for tests.
+type endpoint interface {
+	accept() (net.Conn, error)
+	dial(ctx context.Context, addr string) (net.Conn, error)
+	readPacket(buf []byte) (int, net.Addr, error)
+	writePacket(b []byte, addr string) error
+	addr() string
+	close()
+}
+
+type tcpEndpoint struct {
+	ln     net.Listener
+	pc     net.PacketConn
+	dialer net.Dialer
+}
+
+// listenTCP listens on addr for TCP and UDP on one port number. With port 0
+// it retries until it finds a port free for both.
+func listenTCP(addr string) (*tcpEndpoint, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 10 {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, fmt.Sprint(p)))
+		if err == nil {
+			return &tcpEndpoint{ln: ln, pc: pc}, nil
+		}
+		ln.Close()
+		lastErr = err
+		if port != "0" {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func (e *tcpEndpoint) accept() (net.Conn, error) { return e.ln.Accept() }
+
+func (e *tcpEndpoint) dial(ctx context.Context, addr string) (net.Conn, error) {
+	return e.dialer.DialContext(ctx, "tcp", addr)
+}
+
+func (e *tcpEndpoint) readPacket(buf []byte) (int, net.Addr, error) { return e.pc.ReadFrom(buf) }
+
+func (e *tcpEndpoint) writePacket(b []byte, addr string) error {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return err
+	}
+	_, err = e.pc.WriteTo(b, ua)
+	return err
+}
+
+func (e *tcpEndpoint) addr() string { return e.ln.Addr().String() }
+
+func (e *tcpEndpoint) close() { e.ln.Close(); e.pc.Close() }
+
+// connSet tracks the connections a node serves, to close them on shutdown.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+// acceptLoop accepts connections on the node's port and hands each to the
+// protocol its first byte names.
+func (n *Node) acceptLoop() {
+	for {
+		conn, err := n.ep.accept()
+		if err != nil {
+			select {
+			case <-n.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			n.log.Error("ghost: accept failed; the node no longer serves", "err", err)
+			return
+		}
+		if !n.server.add(conn) {
+			conn.Close()
+			return
+		}
+		n.goBackground(func() { n.dispatch(conn) })
+	}
+}
+
+func (n *Node) dispatch(conn net.Conn) {
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			n.server.remove(conn)
+			conn.Close()
+		}
+	}()
+	var first [1]byte
+	_ = conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	switch first[0] {
+	case preambleCache:
+		n.serveCache(conn)
+	case preambleGossip:
+		// memberlist owns the connection from here and closes it.
+		n.server.remove(conn)
+		handedOff = true
+		n.gossip.handOff(conn)
+	default:
+		if n.gateway != nil && isHTTPStart(first[0]) {
+			// net/http owns the connection from here and closes it.
+			n.server.remove(conn)
+			handedOff = true
+			n.gateway.handOff(conn, first[0])
+			return
+		}
+		n.log.Debug("ghost: dropped a connection speaking no known protocol", "remote", conn.RemoteAddr(), "first", first[0])
+	}
+}

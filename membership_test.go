@@ -1,0 +1,144 @@
+package ghost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLeaveIsSeenAtOnce(t *testing.T) {
+	c := newCluster(t, 3, true)
+	leaver := c.nodes[1]
+	if err := leaver.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, func() error {
+		for _, n := range []*Node{c.nodes[0], c.nodes[2]} {
+			if slices.Contains(n.Members(), leaver.Addr()) {
+				return fmt.Errorf("%s still lists %s", n.Addr(), leaver.Addr())
+			}
+		}
+		return nil
+	})
+	if err := leaver.Leave(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("second Leave: %v", err)
+	}
+	if err := leaver.Close(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Close after Leave: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := leaver.Get(ctx, "k"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Leave: %v", err)
+	}
+	if err := leaver.Put(ctx, "k", 1, NoExpiry); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Put after Leave: %v", err)
+	}
+	if _, err := leaver.Ping(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ping after Leave: %v", err)
+	}
+}
+
+func TestUnreachableSeedsDoNotStopJoin(t *testing.T) {
+	mem := NewMemNetwork()
+	cfg := testConfig(mem)
+	cfg.Peers = []string{"127.0.0.1:30001"} // nobody there yet
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := Join(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Join with an unreachable seed: %v", err)
+	}
+	defer a.Close()
+	if got := a.Members(); len(got) != 1 {
+		t.Fatalf("members %v, want only itself", got)
+	}
+	later := testConfig(mem)
+	later.Addr = "127.0.0.1:30001"
+	b, err := Join(ctx, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// a keeps retrying its seed, and finds b.
+	waitFor(t, 5*time.Second, func() error {
+		if len(a.Members()) != 2 || len(b.Members()) != 2 {
+			return fmt.Errorf("a sees %v, b sees %v", a.Members(), b.Members())
+		}
+		return nil
+	})
+}
+
+func TestPeersFileIsReread(t *testing.T) {
+	mem := NewMemNetwork()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nodes.conf")
+	write := func(lines ...string) {
+		if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# empty cluster for now", "")
+	ctx := context.Background()
+	cfg := testConfig(mem)
+	cfg.PeersFile = file
+	cfg.PeersRefresh = 50 * time.Millisecond
+	a, err := Join(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Join(ctx, testConfig(mem))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// The file now names b, and a itself, which is harmless.
+	write(a.Addr(), b.Addr()+" # added later")
+	waitFor(t, 5*time.Second, func() error {
+		if len(a.Members()) != 2 || len(b.Members()) != 2 {
+			return fmt.Errorf("a sees %v, b sees %v", a.Members(), b.Members())
+		}
+		return nil
+	})
+}
+
+func TestPeersFileFromURL(t *testing.T) {
+	seed, err := Join(context.Background(), testConfig(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "# served node list\n%s\n", seed.Addr())
+	}))
+	defer srv.Close()
+	cfg := testConfig(nil)
+	cfg.PeersFile = srv.URL + "/nodes.conf"
+	n, err := Join(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	waitFor(t, 5*time.Second, func() error {
+		if len(n.Members()) != 2 {
+			return fmt.Errorf("members %v", n.Members())
+		}
+		return nil
+	})
+
+	gone := httptest.NewServer(http.NotFoundHandler())
+	defer gone.Close()
+	missing := testConfig(nil)
+	missing.PeersFile = gone.URL + "/nodes.conf"
+	if _, err := Join(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("Join with a node list URL that answers 404: %v", err)
+	}
+}
