@@ -51,24 +51,28 @@ func TestNodeKilledWithoutLeave(t *testing.T) {
 	}
 }
 
-func TestCallsFallBackWhenOwnerUnreachable(t *testing.T) {
+func TestReadsFallBackWhenOwnerUnreachable(t *testing.T) {
 	c := newCluster(t, 3, false, func(cfg *Config) {
 		cfg.RequestTimeout = 300 * time.Millisecond
 	})
 	ctx := context.Background()
 	victim := c.nodes[2]
 	k := c.keyOwnedBy(victim, "cut")
-	c.net.Isolate(victim.Addr())
-	// Before gossip notices, the call fails over to the next node of the
-	// partition instead of failing.
 	if err := c.nodes[0].Put(ctx, k, "v", NoExpiry); err != nil {
-		t.Fatalf("Put with the owner cut off: %v", err)
+		t.Fatal(err)
 	}
-	if c.nodes[0].stats.forwardErrors.Load() == 0 {
+	c.net.Isolate(victim.Addr())
+	// Before gossip notices, a read fails over to an in-sync backup.
+	if it, err := c.nodes[0].Get(ctx, k); err != nil || it.Value != "v" {
+		t.Fatalf("Get with the owner cut off = %v, %v", it.Value, err)
+	}
+	if c.nodes[0].stats.forwardErrors.Load() == 0 && c.nodes[1].stats.forwardErrors.Load() == 0 {
 		t.Fatal("the failed forward was not counted")
 	}
-	if _, err := c.nodes[0].Get(ctx, k); err != nil {
-		t.Fatalf("Get from the fallback node: %v", err)
+	// A write goes to the owner only: it fails until membership drops the
+	// owner, rather than being acknowledged by a copy the owner never saw.
+	if err := c.nodes[0].Put(ctx, k, "w", NoExpiry); !errors.Is(err, ErrNoMoreServers) {
+		t.Fatalf("Put with the owner cut off: %v", err)
 	}
 }
 
@@ -76,17 +80,17 @@ func TestNoMoreServers(t *testing.T) {
 	c := newCluster(t, 5, false, func(cfg *Config) { cfg.RequestTimeout = 200 * time.Millisecond })
 	ctx := context.Background()
 	from := c.nodes[0]
-	// Find a key none of whose three servers is the caller, and cut them.
+	// Find a key none of whose copies is on the caller, and cut them off.
 	var k string
-	r := from.ring.Load()
+	tb := from.table.Load()
 	for i := 0; k == ""; i++ {
 		cand := fmt.Sprint("nms", i)
-		if !slices.ContainsFunc(r.owners[from.partitionOf(cand)], func(j int) bool { return r.members[j].name == from.name }) {
+		if !tb.holds(from.partitionOf(cand)) {
 			k = cand
 		}
 	}
-	for _, j := range r.owners[from.partitionOf(k)] {
-		c.net.Isolate(r.members[j].addr)
+	for _, j := range tb.owners[from.partitionOf(k)] {
+		c.net.Isolate(tb.members[j].addr)
 	}
 	if _, err := from.Get(ctx, k); !errors.Is(err, ErrNoMoreServers) {
 		t.Fatalf("Get with every server cut off: %v", err)

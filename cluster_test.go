@@ -47,6 +47,9 @@ func testConfig(net *MemNetwork) Config {
 		Gossip:         testGossip,
 		RejoinInterval: 100 * time.Millisecond,
 		RequestTimeout: 5 * time.Second, // generous: a loaded CI machine under -race is slow
+		// Cleanup closes every node; one whose peers were cut off cannot
+		// hand off, and need not wait long to find out.
+		CloseTimeout: 3 * time.Second,
 	}
 }
 
@@ -106,7 +109,9 @@ func (c *cluster) live() []*Node {
 	return out
 }
 
-// waitConverged waits until every live node lists exactly the live nodes.
+// waitConverged waits until every live node lists exactly the live nodes
+// and holds the same partition table, with every partition's copies in
+// sync (Safe).
 func (c *cluster) waitConverged() {
 	c.t.Helper()
 	var want []string
@@ -114,10 +119,19 @@ func (c *cluster) waitConverged() {
 		want = append(want, n.Addr())
 	}
 	slices.Sort(want)
-	waitFor(c.t, 10*time.Second, func() error {
-		for _, n := range c.live() {
+	waitFor(c.t, 20*time.Second, func() error {
+		var version uint64
+		for i, n := range c.live() {
 			if got := n.Members(); !slices.Equal(got, want) {
 				return fmt.Errorf("%s sees %v, want %v", n.Addr(), got, want)
+			}
+			if v := n.table.Load().version; i > 0 && v != version {
+				return fmt.Errorf("%s holds table %d, another %d", n.Addr(), v, version)
+			} else {
+				version = v
+			}
+			if !n.Safe() {
+				return fmt.Errorf("%s is not Safe", n.Addr())
 			}
 		}
 		return nil
@@ -152,4 +166,15 @@ func (c *cluster) keyOwnedBy(n *Node, prefix string) string {
 	}
 	c.t.Fatalf("no key owned by %s", n.Addr())
 	return ""
+}
+
+// copiesOf counts the live nodes that hold a live pair for key.
+func (c *cluster) copiesOf(key string) int {
+	count := 0
+	for _, n := range c.live() {
+		if _, ok := n.store.get(n.partitionOf(key), key); ok {
+			count++
+		}
+	}
+	return count
 }

@@ -50,6 +50,29 @@ type Config struct {
 	// a restarted process never collides with its former self.
 	Name string
 
+	// Replicas is how many copies of each pair the cluster keeps, the
+	// owner's included. Default 2 (the owner and one backup): no
+	// acknowledged write is lost when any one node crashes. 1 keeps a
+	// single copy (a crash loses the pairs its node owned). With fewer
+	// members than Replicas, every member keeps a copy. Each extra copy
+	// costs one more round trip per write and its share of memory.
+	Replicas int
+
+	// AntiEntropyInterval is how often each partition's owner compares its
+	// copy with its backups' and resyncs a backup that differs. Default 30
+	// seconds.
+	AntiEntropyInterval time.Duration
+
+	// TombstoneTTL is how long a deleted key's tombstone is kept, so that
+	// an older copy of the pair arriving from a transfer or a healed split
+	// cannot bring it back. A split that heals after longer than this may
+	// revive pairs deleted meanwhile. Default 5 minutes.
+	TombstoneTTL time.Duration
+
+	// CloseTimeout bounds the hand-off of Close (see Node.Leave).
+	// Default 30 seconds.
+	CloseTimeout time.Duration
+
 	// MaxKeys is the most pairs this node holds; past it, the least recently
 	// used pairs are evicted. Default 65536.
 	MaxKeys int
@@ -148,6 +171,10 @@ func (c Config) withDefaults() (Config, error) {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return c, fmt.Errorf("ghost: Addr %q: %w", c.Addr, err)
 	}
+	setDefault(&c.Replicas, 2)
+	setDefault(&c.AntiEntropyInterval, 30*time.Second)
+	setDefault(&c.TombstoneTTL, 5*time.Minute)
+	setDefault(&c.CloseTimeout, 30*time.Second)
 	setDefault(&c.MaxKeys, 65536)
 	setDefault(&c.MaxBytes, 256<<20)
 	setDefault(&c.MaxValueSize, 1<<20)
@@ -168,8 +195,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0:
+	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
+	case c.PartitionCount > 65535:
+		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)
 	case int64(c.MaxValueSize) > c.MaxBytes:
 		return c, fmt.Errorf("ghost: MaxValueSize %d exceeds MaxBytes %d", c.MaxValueSize, c.MaxBytes)
 	case c.MaxFrameSize < c.MaxValueSize:

@@ -38,7 +38,7 @@ const MaxKeyLen = 250
 
 // ProtocolVersion is the version of the node-to-node protocol this release
 // speaks. Nodes of different versions do not join one cluster.
-const ProtocolVersion uint8 = 1
+const ProtocolVersion uint8 = 2
 
 // The errors of GhostDB calls. Test for them with errors.Is: the errors
 // returned wrap them with details.
@@ -113,6 +113,7 @@ type Node struct {
 	log   *slog.Logger
 	name  string // memberlist name, unique per process start
 	addr  string // advertised host:port
+	self  member
 	store *store
 	stats *watchdog
 
@@ -121,19 +122,29 @@ type Node struct {
 	ep      endpoint
 	gossip  *gossipTransport
 	ml      *memberlist.Memberlist
-	ring    atomic.Pointer[ring]
-	ringMu  sync.Mutex    // serialises ring rebuilds
-	ringDue chan struct{} // membership changed; capacity 1
 	peers   peerClients
 	server  connSet
 	gateway *gateway // nil when Config.DisableHTTP
 
+	// The partition table (ring.go, coordinator.go). Readers load it
+	// without locks; tableMu serialises applying a new one.
+	table        atomic.Pointer[table]
+	tableMu      sync.Mutex
+	tableChanged broadcastSignal
+	ringDue      chan struct{}    // membership changed; capacity 1
+	fetchDue     chan uint64      // a peer holds this newer table version
+	readies      chan readyReport // transfers done, for the coordinator
+	pushes       pushState
+	transfers    transferSet
+	receiving    receiveState
+	leaving      atomic.Bool
+
 	// gossipPeers are the live peers as memberlist's events report them,
-	// guarded by gossipMu. The ring is built from this copy: the nodes
+	// guarded by gossipMu. Membership is read from this copy: the nodes
 	// memberlist.Members returns are changed under memberlist's lock, which
 	// we cannot take, so reading them races.
 	gossipMu    sync.Mutex
-	gossipPeers map[string]member
+	gossipPeers map[string]peer
 
 	closed atomic.Bool
 	done   chan struct{} // closed when the node shuts down
@@ -170,9 +181,14 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		watchdogHist: history{max: cfg.MetricsHistory},
 		ep:           ep,
 		ringDue:      make(chan struct{}, 1),
-		gossipPeers:  make(map[string]member),
+		fetchDue:     make(chan uint64, 1),
+		readies:      make(chan readyReport, 1024),
+		pushes:       pushState{acked: map[string]uint64{}, inflight: map[string]bool{}},
+		receiving:    receiveState{sessions: map[int]*receiveSession{}},
+		gossipPeers:  make(map[string]peer),
 		done:         make(chan struct{}),
 	}
+	n.transfers.init()
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return time.Now().UnixNano() })
 	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
 		ep.close()
@@ -182,9 +198,10 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	if n.name == "" {
 		n.name = n.addr + "#" + randomSuffix()
 	}
+	n.self = member{name: n.name, addr: n.addr, start: time.Now().UnixNano()}
 	n.peers.init(n)
 	n.gossip = newGossipTransport(n)
-	n.ring.Store(newRing([]member{{name: n.name, addr: n.addr}}, n.name, cfg.PartitionCount))
+	n.table.Store(singleTable(n.self, cfg.PartitionCount))
 
 	if !cfg.DisableHTTP {
 		n.gateway = newGateway(n)
@@ -194,11 +211,12 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
-	n.goBackground(n.ringLoop)
+	n.goBackground(n.tableLoop)
 	n.joinSeeds(ctx, seeds)
 	n.goBackground(func() { n.seedLoop(seeds) })
 	n.goBackground(n.crawlLoop)
 	n.goBackground(n.metricsLoop)
+	n.goBackground(n.antiEntropyLoop)
 	n.log.Info("ghost: node started", "name", n.name, "addr", n.addr, "members", len(n.Members()))
 	return n, nil
 }
@@ -318,51 +336,101 @@ func (n *Node) metrics(ctx context.Context, op Op) ([]NodeMetrics, error) {
 	return out, errors.Join(errs...)
 }
 
-// Members returns the addresses of the live members of the cluster, this
-// node included, sorted.
+// Members returns the addresses of the live members of the cluster as
+// gossip reports them, this node included, sorted.
 func (n *Node) Members() []string {
-	r := n.ring.Load()
-	out := make([]string, len(r.members))
-	for i, m := range r.members {
+	live, _ := n.liveView()
+	out := make([]string, len(live))
+	for i, m := range live {
 		out[i] = m.addr
 	}
 	slices.Sort(out)
 	return out
 }
 
-// Owner returns the address of the member that owns key: the node that
-// serves it while every member is reachable.
+// Owner returns the address of the member that owns key by this node's
+// partition table: its primary, which decides its writes and serves its
+// reads.
 func (n *Node) Owner(key string) string {
-	r := n.ring.Load()
-	return r.members[r.owners[n.partitionOf(key)][0]].addr
+	t := n.table.Load()
+	return t.members[t.primary(n.partitionOf(key))].addr
 }
 
 // Addr returns the host:port this node listens on, as peers reach it. With
 // Config.Addr port 0 it carries the port picked.
 func (n *Node) Addr() string { return n.addr }
 
-// Leave leaves the cluster gracefully, telling peers at once, and shuts the
-// node down. ctx bounds how long it waits for the news to go out.
+// Leave leaves the cluster gracefully and shuts the node down. First it
+// hands off: it tells the cluster it is leaving, and keeps serving while the
+// partitions it holds (as owner or as a backup) are copied to their next
+// holders; then it leaves gossip, telling peers at once. ctx bounds the
+// whole: when it ends before the hand-off is done, the node leaves anyway
+// and the error says so (with Replicas 2 or more, the copies it held are
+// then rebuilt from the other copies, as after a crash).
 func (n *Node) Leave(ctx context.Context) error {
+	if n.closed.Load() || !n.leaving.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	handoff := n.handOff(ctx)
 	if !n.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
 	timeout := time.Second
 	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+		timeout = max(time.Until(d), 100*time.Millisecond)
 	}
 	err := n.ml.Leave(timeout)
 	n.shutdown()
+	if handoff != nil {
+		return fmt.Errorf("ghost: leave: hand-off unfinished: %w", handoff)
+	}
 	if err != nil {
 		return fmt.Errorf("ghost: leave: %w", err)
 	}
 	return nil
 }
 
-// Close leaves the cluster as Leave does, waiting at most one second for the
-// news to go out.
+// handOff announces that this node is leaving and waits until the table
+// no longer gives it any partition, or ctx ends.
+func (n *Node) handOff(ctx context.Context) error {
+	if err := n.ml.UpdateNode(n.cfg.RequestTimeout); err != nil {
+		n.log.Warn("ghost: could not announce leaving", "err", err)
+	}
+	n.ringChanged()
+	for {
+		changed := n.tableChanged.wait()
+		if n.handedOff() {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// handedOff reports whether this node may leave without taking data with
+// it: no partition lists it, or no other member is left to take them.
+func (n *Node) handedOff() bool {
+	live, _ := n.liveView()
+	if len(live) == 1 {
+		return true
+	}
+	t := n.table.Load()
+	for p := range t.owners {
+		if t.holds(p) {
+			return false
+		}
+	}
+	return n.transfers.inFlight() == 0
+}
+
+// Close leaves the cluster as Leave does, allowing the hand-off at most
+// Config.CloseTimeout.
 func (n *Node) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CloseTimeout)
 	defer cancel()
 	return n.Leave(ctx)
 }
@@ -417,7 +485,7 @@ func (n *Node) every(interval time.Duration, f func()) {
 
 func (n *Node) crawlLoop() {
 	n.every(n.cfg.CrawlerInterval, func() {
-		if removed := n.store.crawl(); removed > 0 {
+		if removed := n.store.crawl(int64(n.cfg.TombstoneTTL)); removed > 0 {
 			n.log.Debug("ghost: crawler removed expired pairs", "count", removed)
 		}
 	})
@@ -433,7 +501,7 @@ func (n *Node) metricsLoop() {
 		case now := <-snitch.C:
 			n.snitchHist.add(snitchSample(now, n.store))
 		case now := <-watchdog.C:
-			n.watchdogHist.add(n.stats.sample(now))
+			n.watchdogHist.add(n.watchdogSample(now))
 		case <-n.done:
 			return
 		}
@@ -458,70 +526,3 @@ func checkKey(key string) error {
 	return nil
 }
 
-// route sends a key request to the first reachable member that serves the
-// key's partition (its owner, then the next ones) and returns the reply.
-// A request is served locally when this node is the first reachable one.
-func (n *Node) route(ctx context.Context, req *request) (response, error) {
-	if n.closed.Load() {
-		return response{}, ErrClosed
-	}
-	if err := checkKey(req.key); err != nil {
-		return response{}, err
-	}
-	r := n.ring.Load()
-	for _, i := range r.owners[n.partitionOf(req.key)] {
-		m := r.members[i]
-		if m.name == n.name {
-			return n.serve(req).result()
-		}
-		p := n.peers.get(m.addr)
-		if p.suspect() {
-			continue
-		}
-		n.stats.forwarded.Add(1)
-		resp, err := p.call(ctx, req)
-		if err == nil {
-			return resp.result()
-		}
-		if ctx.Err() != nil {
-			return response{}, ctx.Err()
-		}
-		n.stats.forwardErrors.Add(1)
-		p.markSuspect()
-		n.log.Warn("ghost: peer failed a call; trying the next", "peer", m.addr, "err", err)
-	}
-	return response{}, fmt.Errorf("%w: for key %q", ErrNoMoreServers, req.key)
-}
-
-type broadcastResult struct {
-	addr  string
-	value []byte
-	err   error
-}
-
-// broadcast sends op to every member at once, this node included, and
-// returns their replies in member order.
-func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
-	r := n.ring.Load()
-	out := make([]broadcastResult, len(r.members))
-	var wg sync.WaitGroup
-	for i, m := range r.members {
-		out[i].addr = m.addr
-		if m.name == n.name {
-			resp, err := n.serve(&request{op: op}).result()
-			out[i].value, out[i].err = resp.value, err
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := n.peers.get(m.addr).call(ctx, &request{op: op})
-			if err == nil {
-				resp, err = resp.result()
-			}
-			out[i].value, out[i].err = resp.value, err
-		}()
-	}
-	wg.Wait()
-	return out
-}

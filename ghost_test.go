@@ -83,8 +83,8 @@ func TestPutGetFromEveryNode(t *testing.T) {
 					}
 				}
 			}
-			if got := owner.store.len(); got != 1 {
-				t.Fatalf("owner holds %d pairs, want 1", got)
+			if copies := c.copiesOf(k); copies != min(2, len(c.nodes)) {
+				t.Fatalf("%d nodes hold %s, want %d", copies, k, min(2, len(c.nodes)))
 			}
 		}
 		if _, err := c.nodes[0].Get(ctx, "never-put"); !errors.Is(err, ErrCacheMiss) || Message(OpGet, err) != "CACHE_MISS" {
@@ -293,8 +293,8 @@ func TestDefaultTTLAndCrawler(t *testing.T) {
 	for _, n := range c.nodes {
 		expired += n.stats.expired.Load()
 	}
-	if expired != 20 {
-		t.Fatalf("Expired = %d, want 20", expired)
+	if expired != 40 { // both copies of each pair expire
+		t.Fatalf("Expired = %d, want 40", expired)
 	}
 }
 
@@ -483,11 +483,11 @@ func TestBadKeysAndValues(t *testing.T) {
 		t.Fatalf("a rejected value was stored: %v", err)
 	}
 	// The owner checks too, whatever a peer sends.
-	resp := n.serve(&request{op: OpPut, key: "x", value: make([]byte, 2000)})
+	resp := n.serve(ctx, &request{op: OpPut, key: "x", value: make([]byte, 2000)})
 	if _, err := resp.result(); !errors.Is(err, ErrValueTooLarge) {
 		t.Fatalf("owner accepted an oversized value: %v", err)
 	}
-	resp = n.serve(&request{op: OpGet, key: ""})
+	resp = n.serve(ctx, &request{op: OpGet, key: ""})
 	if _, err := resp.result(); !errors.Is(err, ErrKey) {
 		t.Fatalf("owner accepted an empty key: %v", err)
 	}

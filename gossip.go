@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log"
 	"log/slog"
@@ -18,9 +19,25 @@ import (
 // and TCP streams that open with preambleGossip), and the delegates that
 // receive memberlist's callbacks.
 
-// nodeMeta is what a node advertises through gossip: a marker and its
-// protocol version.
-func nodeMeta(version uint8) []byte { return []byte{'g', version} }
+// nodeMeta is what a node advertises through gossip: a marker, its
+// protocol version, when it joined (the oldest member coordinates) and
+// whether it is leaving (handing its partitions off).
+func nodeMeta(version uint8, start int64, leaving bool) []byte {
+	b := []byte{'g', version}
+	b = binary.BigEndian.AppendUint64(b, uint64(start))
+	if leaving {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+// metaMember reads a peer's meta: its start time and whether it is leaving.
+func metaMember(meta []byte) (start int64, leaving bool, ok bool) {
+	if len(meta) < 11 || meta[0] != 'g' {
+		return 0, false, false
+	}
+	return int64(binary.BigEndian.Uint64(meta[2:10])), meta[10] == 1, true
+}
 
 func metaVersion(meta []byte) (uint8, bool) {
 	if len(meta) < 2 || meta[0] != 'g' {
@@ -59,7 +76,9 @@ func (n *Node) startGossip() error {
 // memberlist's locks: nothing here may call back into memberlist.
 type gossipDelegate struct{ n *Node }
 
-func (d gossipDelegate) NodeMeta(limit int) []byte { return nodeMeta(d.n.cfg.protocolVersion) }
+func (d gossipDelegate) NodeMeta(limit int) []byte {
+	return nodeMeta(d.n.cfg.protocolVersion, d.n.self.start, d.n.leaving.Load())
+}
 
 func (d gossipDelegate) NotifyMsg([]byte) {}
 

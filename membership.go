@@ -16,20 +16,29 @@ import (
 )
 
 // Reacting to membership: memberlist's delegates only record peers and
-// signal ringDue; ringLoop then rebuilds the partition table from the live
-// peers and swaps it in whole, and readers load it without locks. Seeds
-// are joined again in the background, and the node list re-read.
+// signal ringDue; the table loop (coordinator.go) then plans or fetches the
+// partition table. Seeds are joined again in the background, and the node
+// list re-read.
+
+// peer is a live member as gossip reports it.
+type peer struct {
+	member
+	leaving bool
+}
 
 // peerUp records a peer that joined or changed, when it speaks our
-// protocol version, and schedules a ring rebuild. It runs under memberlist's
-// lock, so m may be read.
+// protocol version, and schedules a table update. It runs under
+// memberlist's lock, so m may be read.
 func (n *Node) peerUp(m *memberlist.Node) {
 	if m.Name == n.name {
 		return
 	}
 	n.gossipMu.Lock()
-	if v, ok := metaVersion(m.Meta); ok && v == n.cfg.protocolVersion {
-		n.gossipPeers[m.Name] = member{name: m.Name, addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))}
+	v, vok := metaVersion(m.Meta)
+	start, leaving, ok := metaMember(m.Meta)
+	if vok && ok && v == n.cfg.protocolVersion {
+		addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+		n.gossipPeers[m.Name] = peer{member: member{name: m.Name, addr: addr, start: start}, leaving: leaving}
 	} else {
 		delete(n.gossipPeers, m.Name)
 	}
@@ -37,7 +46,7 @@ func (n *Node) peerUp(m *memberlist.Node) {
 	n.ringChanged()
 }
 
-// peerDown forgets a peer that left or died, and schedules a ring rebuild.
+// peerDown forgets a peer that left or died, and schedules a table update.
 func (n *Node) peerDown(m *memberlist.Node) {
 	n.gossipMu.Lock()
 	delete(n.gossipPeers, m.Name)
@@ -48,45 +57,47 @@ func (n *Node) peerDown(m *memberlist.Node) {
 func (n *Node) ringChanged() {
 	select {
 	case n.ringDue <- struct{}{}:
-	default: // a rebuild is already due; it will see this change too
+	default: // an update is already due; it will see this change too
 	}
 }
 
-func (n *Node) ringLoop() {
-	for {
-		select {
-		case <-n.ringDue:
-			n.rebuildRing()
-		case <-n.done:
-			return
+// liveView returns the live members as gossip reports them, this node
+// included, sorted by name, and the names of those leaving.
+func (n *Node) liveView() ([]member, map[string]bool) {
+	live := []member{n.self}
+	leaving := map[string]bool{}
+	if n.leaving.Load() {
+		leaving[n.self.name] = true
+	}
+	n.gossipMu.Lock()
+	for _, p := range n.gossipPeers {
+		live = append(live, p.member)
+		if p.leaving {
+			leaving[p.name] = true
 		}
 	}
+	n.gossipMu.Unlock()
+	slices.SortFunc(live, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	return live, leaving
 }
 
-// rebuildRing recomputes the ring from the live peers memberlist reported.
-func (n *Node) rebuildRing() {
-	n.ringMu.Lock()
-	defer n.ringMu.Unlock()
-	ms := []member{{name: n.name, addr: n.addr}}
-	n.gossipMu.Lock()
-	for _, m := range n.gossipPeers {
-		ms = append(ms, m)
+// coordinatorOf is the oldest of the live members.
+func coordinatorOf(live []member) member {
+	c := live[0]
+	for _, m := range live[1:] {
+		if older(m, c) {
+			c = m
+		}
 	}
-	n.gossipMu.Unlock()
-	slices.SortFunc(ms, func(a, b member) int { return strings.Compare(a.name, b.name) })
-	if sameMembers(n.ring.Load().members, ms) {
-		return
-	}
-	n.ring.Store(newRing(ms, n.name, n.cfg.PartitionCount))
-	n.peers.retain(ms)
-	n.log.Info("ghost: membership changed", "members", len(ms))
+	return c
 }
 
 // joinSeeds joins the seeds that are not members yet. It returns when the
 // join is done or ctx ends, whichever is first.
 func (n *Node) joinSeeds(ctx context.Context, seeds []string) {
 	known := make(map[string]bool)
-	for _, m := range n.ring.Load().members {
+	live, _ := n.liveView()
+	for _, m := range live {
 		known[m.addr] = true
 	}
 	var todo []string
@@ -105,7 +116,7 @@ func (n *Node) joinSeeds(ctx context.Context, seeds []string) {
 		if err != nil {
 			n.log.Debug("ghost: could not reach some seeds", "seeds", todo, "joined", count, "err", err)
 		}
-		n.rebuildRing()
+		n.ringChanged()
 	})
 	select {
 	case <-joined:

@@ -53,6 +53,7 @@ type watchdog struct {
 	getRequests, putRequests, addRequests, deleteRequests, flushRequests atomic.Uint64
 	cacheMiss, stored, notStored, removed, notFound, flushed, errFlush   atomic.Uint64
 	evicted, expired, forwarded, forwardErrors                           atomic.Uint64
+	resyncs                                                              atomic.Uint64
 }
 
 func (w *watchdog) sample(now time.Time) Sample {
@@ -76,6 +77,7 @@ func (w *watchdog) sample(now time.Time) Sample {
 		"Expired":        int64(w.expired.Load()),
 		"Forwarded":      int64(w.forwarded.Load()),
 		"ForwardErrors":  int64(w.forwardErrors.Load()),
+		"Resyncs":        int64(w.resyncs.Load()),
 	}
 	return Sample{Time: now, Values: v}
 }
@@ -116,7 +118,52 @@ func (n *Node) localSamples(op Op) []Sample {
 	if op == OpSnitchMetrics {
 		return n.snitchHist.withLive(snitchSample(now, n.store))
 	}
-	return n.watchdogHist.withLive(n.stats.sample(now))
+	return n.watchdogHist.withLive(n.watchdogSample(now))
+}
+
+// watchdogSample is the watchdog counters with the replication figures.
+func (n *Node) watchdogSample(now time.Time) Sample {
+	s := n.stats.sample(now)
+	r := n.replicationStats()
+	s.Values["PartitionsOwned"] = int64(r.owned)
+	s.Values["PartitionsBackedUp"] = int64(r.backedUp)
+	s.Values["PartitionsShort"] = int64(r.short)
+	s.Values["TransfersInFlight"] = r.transfers
+	s.Values["PairsMoved"] = int64(r.pairsMoved)
+	s.Values["BytesMoved"] = int64(r.bytesMoved)
+	s.Values["TableVersion"] = int64(r.tableVersion)
+	return s
+}
+
+// replicationFigures describe this node's share of the partition table.
+type replicationFigures struct {
+	owned, backedUp, short int // partitions it is primary of, holds a backup of; partitions short of copies
+	transfers              int64
+	pairsMoved, bytesMoved uint64
+	tableVersion           uint64
+}
+
+func (n *Node) replicationStats() replicationFigures {
+	t := n.table.Load()
+	r := replicationFigures{
+		transfers:    n.transfers.inFlight(),
+		pairsMoved:   n.transfers.moved.Load(),
+		bytesMoved:   n.transfers.bytes.Load(),
+		tableVersion: t.version,
+	}
+	want := min(n.cfg.Replicas, len(t.members))
+	for p := range t.owners {
+		switch {
+		case t.isPrimary(p):
+			r.owned++
+		case t.holds(p):
+			r.backedUp++
+		}
+		if len(t.owners[p]) < want {
+			r.short++
+		}
+	}
+	return r
 }
 
 // history keeps the last max samples of one kind.

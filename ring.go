@@ -1,79 +1,352 @@
 package ghost
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Members and the partition table: which member owns each partition, and
-// which members a call falls back to.
-
-// replicas is how many members each partition lists: its owner, then the
-// members a call falls back to when the owner cannot be reached.
-const replicas = 3
+// Members and the partition table: which members hold each partition, and
+// how the coordinator plans the next table from the last one.
+//
+// A table lists, per partition, its in-sync copies (owners, the primary
+// first) and the members being filled with a copy (pending). Reads go to the
+// primary, then to the other in-sync copies; writes go to the primary, which
+// applies them and copies them to every other owner and pending member
+// before it acknowledges. Tables are immutable and versioned: one
+// coordinator publishes them, and a node applies only newer ones.
 
 type member struct {
-	name string // memberlist name, unique per process start
-	addr string // host:port
+	name  string // memberlist name, unique per process start: the incarnation id
+	addr  string // host:port
+	start int64  // unix nanoseconds the process joined; the oldest coordinates
 }
 
 // String makes member a consistent.Member.
 func (m member) String() string { return m.name }
 
-// ring is an immutable snapshot of membership and partition ownership.
-type ring struct {
-	members []member // sorted by name
-	owners  [][]int  // per partition: indices into members, owner first
+// older reports whether a has been a member longer than b: the oldest live
+// member is the coordinator.
+func older(a, b member) bool {
+	if a.start != b.start {
+		return a.start < b.start
+	}
+	return a.name < b.name
+}
+
+// table is an immutable snapshot of the members and of who holds each
+// partition.
+type table struct {
+	version     uint64
+	coordinator string   // name of the member that published it
+	members     []member // sorted by name
+	owners      [][]int  // per partition: in-sync copies, indices into members, primary first
+	pending     [][]int  // per partition: members being filled, not yet in sync
+	self        int      // this node's index in members, -1 when it is not one
+}
+
+// singleTable is the table of a node alone: it holds every partition.
+func singleTable(self member, partitions int) *table {
+	t := &table{coordinator: self.name, members: []member{self}, owners: make([][]int, partitions), pending: make([][]int, partitions)}
+	for p := range t.owners {
+		t.owners[p] = []int{0}
+	}
+	return t.withSelf(self.name)
+}
+
+// withSelf returns t with self set for the node called name.
+func (t *table) withSelf(name string) *table {
+	c := *t
+	c.self = c.index(name)
+	return &c
+}
+
+func (t *table) index(name string) int {
+	i, ok := slices.BinarySearchFunc(t.members, name, func(m member, n string) int { return strings.Compare(m.name, n) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// newerThan orders tables: by version, then by publisher, so that two
+// coordinators that published the same version (a split) agree on one.
+func (t *table) newerThan(o *table) bool {
+	if t.version != o.version {
+		return t.version > o.version
+	}
+	return t.coordinator > o.coordinator
+}
+
+// primary is the index of partition p's primary.
+func (t *table) primary(p int) int { return t.owners[p][0] }
+
+func (t *table) isPrimary(p int) bool { return t.self >= 0 && t.owners[p][0] == t.self }
+
+// holds reports whether this node keeps a copy of p, in sync or not.
+func (t *table) holds(p int) bool {
+	return t.self >= 0 && (slices.Contains(t.owners[p], t.self) || slices.Contains(t.pending[p], t.self))
+}
+
+// inSync reports whether this node holds an in-sync copy of p.
+func (t *table) inSync(p int) bool { return t.self >= 0 && slices.Contains(t.owners[p], t.self) }
+
+// copiesOf returns the members other than the primary that must apply
+// partition p's writes: the other owners and the pending members.
+func (t *table) copiesOf(p int) []member {
+	out := make([]member, 0, len(t.owners[p])+len(t.pending[p])-1)
+	for _, i := range t.owners[p][1:] {
+		out = append(out, t.members[i])
+	}
+	for _, i := range t.pending[p] {
+		out = append(out, t.members[i])
+	}
+	return out
+}
+
+func (t *table) sameLayout(o *table) bool {
+	if len(t.members) != len(o.members) {
+		return false
+	}
+	for i := range t.members {
+		if t.members[i] != o.members[i] {
+			return false
+		}
+	}
+	for p := range t.owners {
+		if !slices.Equal(t.owners[p], o.owners[p]) || !slices.Equal(t.pending[p], o.pending[p]) {
+			return false
+		}
+	}
+	return true
+}
+
+// plan computes the next layout from base and the live members, moving as
+// little as it can. Each partition's target holders are a primary chosen by
+// consistent hashing (bounded load) over the members that are not leaving,
+// and backups chosen per partition by rendezvous hashing, so that the
+// backups of one primary's partitions are spread over every other member
+// and repair after a crash is too. Copies in sync in base stay in sync
+// (a dead primary's first live backup is promoted at once); targets that
+// hold no in-sync copy become pending, to be filled; once every target is
+// in sync, the copies that are not targets are dropped and the primary
+// becomes the target primary.
+func plan(base *table, live []member, leaving map[string]bool, replicas int) (next *table, targets [][]int) {
+	live = slices.Clone(live)
+	slices.SortFunc(live, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	next = &table{coordinator: base.coordinator, members: live, owners: make([][]int, len(base.owners)), pending: make([][]int, len(base.owners))}
+	targets = placement(live, leaving, replicas, len(base.owners))
+	for p := range base.owners {
+		var owners, pending []int
+		for _, i := range base.owners[p] {
+			if j := next.index(base.members[i].name); j >= 0 {
+				owners = append(owners, j)
+			}
+		}
+		want := targets[p]
+		if len(owners) == 0 { // every copy is gone: start afresh on the targets
+			next.owners[p] = slices.Clone(want)
+			continue
+		}
+		for _, j := range want {
+			if !slices.Contains(owners, j) {
+				pending = append(pending, j)
+			}
+		}
+		if len(pending) == 0 {
+			owners = slices.Clone(want)
+		}
+		next.owners[p], next.pending[p] = owners, pending
+	}
+	return next, targets
+}
+
+// promote returns a copy of t in which member m's copy of partition p,
+// pending until now, is in sync; the layout is tidied as plan would.
+func (t *table) promote(p, m int, targets [][]int) *table {
+	next := *t
+	next.owners = slices.Clone(t.owners)
+	next.pending = slices.Clone(t.pending)
+	next.pending[p] = slices.DeleteFunc(slices.Clone(t.pending[p]), func(i int) bool { return i == m })
+	next.owners[p] = append(slices.Clone(t.owners[p]), m)
+	if len(next.pending[p]) == 0 && containsAll(next.owners[p], targets[p]) {
+		next.owners[p] = slices.Clone(targets[p])
+	}
+	return &next
+}
+
+func containsAll(have, want []int) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// placement returns, per partition, the members (indices into live, which
+// is sorted by name) that should hold it: the primary first.
+func placement(live []member, leaving map[string]bool, replicas, partitions int) [][]int {
+	var eligible []int
+	for i, m := range live {
+		if !leaving[m.name] {
+			eligible = append(eligible, i)
+		}
+	}
+	if len(eligible) == 0 { // everyone is leaving: keep the data where it is
+		for i := range live {
+			eligible = append(eligible, i)
+		}
+	}
+	cm := make([]consistent.Member, len(eligible))
+	byName := make(map[string]int, len(eligible))
+	for k, i := range eligible {
+		cm[k] = live[i]
+		byName[live[i].name] = i
+	}
+	c := consistent.New(cm, consistent.Config{Hasher: xxhasher{}, PartitionCount: partitions, ReplicationFactor: 20, Load: 1.25})
+	n := min(replicas, len(eligible))
+	out := make([][]int, partitions)
+	scores := make([]uint64, len(live))
+	for p := range partitions {
+		primary := byName[c.GetPartitionOwner(p).String()]
+		want := append(make([]int, 0, n), primary)
+		for _, i := range eligible {
+			scores[i] = mix64(uint64(p)*0x9e3779b97f4a7c15 ^ hashKey(live[i].name))
+		}
+		rest := slices.DeleteFunc(slices.Clone(eligible), func(i int) bool { return i == primary })
+		slices.SortFunc(rest, func(a, b int) int {
+			switch {
+			case scores[a] > scores[b]:
+				return -1
+			case scores[a] < scores[b]:
+				return 1
+			}
+			return 0
+		})
+		out[p] = append(want, rest[:n-1]...)
+	}
+	return out
 }
 
 type xxhasher struct{}
 
 func (xxhasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
 
-func newRing(members []member, self string, partitions int) *ring {
-	members = slices.Clone(members)
-	slices.SortFunc(members, func(a, b member) int { return strings.Compare(a.name, b.name) })
-	cm := make([]consistent.Member, len(members))
-	index := make(map[string]int, len(members))
-	for i, m := range members {
-		cm[i] = m
-		index[m.name] = i
-	}
-	c := consistent.New(cm, consistent.Config{
-		Hasher:            xxhasher{},
-		PartitionCount:    partitions,
-		ReplicationFactor: 20,
-		Load:              1.25,
-	})
-	n := min(replicas, len(members))
-	r := &ring{members: members, owners: make([][]int, partitions)}
-	flat := make([]int, 0, partitions*n)
-	for p := range partitions {
-		closest, err := c.GetClosestNForPartition(p, n)
-		if err != nil {
-			panic(fmt.Sprintf("ghost: ring of %d members: %v", len(members), err)) // n never exceeds the members
-		}
-		start := len(flat)
-		for _, m := range closest {
-			flat = append(flat, index[m.String()])
-		}
-		r.owners[p] = flat[start:len(flat):len(flat)]
-	}
-	return r
+func hashKey(s string) uint64 { return xxhash.Sum64String(s) }
+
+// mix64 scrambles the bits of x (the SplitMix64 finaliser).
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
-func sameMembers(a, b []member) bool {
-	if len(a) != len(b) {
-		return false
+// tableWire is a table as it travels between nodes.
+type tableWire struct {
+	_msgpack    struct{} `msgpack:",as_array"`
+	Version     uint64
+	Coordinator string
+	Members     [][3]any // name, addr, start
+	Owners      [][]uint16
+	Pending     [][]uint16
+}
+
+func encodeTable(t *table) []byte {
+	w := tableWire{Version: t.version, Coordinator: t.coordinator, Owners: make([][]uint16, len(t.owners)), Pending: make([][]uint16, len(t.pending))}
+	for _, m := range t.members {
+		w.Members = append(w.Members, [3]any{m.name, m.addr, m.start})
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
+	for p := range t.owners {
+		w.Owners[p] = toUint16(t.owners[p])
+		w.Pending[p] = toUint16(t.pending[p])
+	}
+	b, _ := msgpack.Marshal(&w) // strings and integers always encode
+	return b
+}
+
+func toUint16(s []int) []uint16 {
+	out := make([]uint16, len(s))
+	for i, v := range s {
+		out[i] = uint16(v)
+	}
+	return out
+}
+
+var errBadTable = errors.New("ghost: malformed partition table")
+
+// decodeTable decodes and checks a table from a peer.
+func decodeTable(b []byte, partitions int) (*table, error) {
+	var w tableWire
+	if err := msgpack.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadTable, err)
+	}
+	if len(w.Owners) != partitions || len(w.Pending) != partitions || len(w.Members) == 0 {
+		return nil, fmt.Errorf("%w: %d partitions, want %d", errBadTable, len(w.Owners), partitions)
+	}
+	t := &table{version: w.Version, coordinator: w.Coordinator, owners: make([][]int, partitions), pending: make([][]int, partitions)}
+	for _, m := range w.Members {
+		name, ok1 := m[0].(string)
+		addr, ok2 := m[1].(string)
+		start, ok3 := asInt64(m[2])
+		if !ok1 || !ok2 || !ok3 {
+			return nil, fmt.Errorf("%w: bad member", errBadTable)
 		}
+		t.members = append(t.members, member{name: name, addr: addr, start: start})
 	}
-	return true
+	if !slices.IsSortedFunc(t.members, func(a, b member) int { return strings.Compare(a.name, b.name) }) {
+		return nil, fmt.Errorf("%w: members not sorted", errBadTable)
+	}
+	for p := range partitions {
+		if len(w.Owners[p]) == 0 {
+			return nil, fmt.Errorf("%w: partition %d has no owner", errBadTable, p)
+		}
+		for _, list := range [][]uint16{w.Owners[p], w.Pending[p]} {
+			for _, i := range list {
+				if int(i) >= len(t.members) {
+					return nil, fmt.Errorf("%w: member index %d out of range", errBadTable, i)
+				}
+			}
+		}
+		t.owners[p] = fromUint16(w.Owners[p])
+		t.pending[p] = fromUint16(w.Pending[p])
+	}
+	return t, nil
+}
+
+func fromUint16(s []uint16) []int {
+	out := make([]int, len(s))
+	for i, v := range s {
+		out[i] = int(v)
+	}
+	return out
+}
+
+func asInt64(v any) (int64, bool) {
+	switch v := v.(type) {
+	case int8:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int32:
+		return int64(v), true
+	case int64:
+		return v, true
+	case uint8:
+		return int64(v), true
+	case uint16:
+		return int64(v), true
+	case uint32:
+		return int64(v), true
+	case uint64:
+		return int64(v), true
+	}
+	return 0, false
 }

@@ -2,10 +2,12 @@ package ghost
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -38,10 +40,12 @@ func (n *Node) serveCache(conn net.Conn) {
 	}
 
 	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize)
-	out := &appender{}
-	enc := msgpack.NewEncoder(out)
-	var req request
+	w := &replyWriter{conn: conn, out: &appender{}}
+	w.enc = msgpack.NewEncoder(w.out)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	for {
+		var req request
 		dec, err := frames.next()
 		if err == nil {
 			err = decodeRequest(dec, &req)
@@ -52,73 +56,184 @@ func (n *Node) serveCache(conn net.Conn) {
 			}
 			return
 		}
-		resp := n.serve(&req)
-		encodeResponse(out, enc, &resp)
-		if br.Buffered() == 0 || len(out.b) > 64<<10 {
-			_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-			if _, err := conn.Write(out.b); err != nil {
-				return
-			}
-			out.b = out.b[:0]
+		if mayWait(req.op) {
+			// A write waits for its copies: it must not hold up the
+			// requests behind it on this connection.
+			n.goBackground(func() {
+				resp := n.serve(ctx, &req)
+				w.send(&resp, true)
+			})
+			continue
+		}
+		resp := n.serve(ctx, &req)
+		if !w.send(&resp, br.Buffered() == 0) {
+			return
 		}
 	}
 }
 
-// serve executes a request on the local store. Forwarded requests and local
-// ones take this same path.
-func (n *Node) serve(req *request) response {
-	resp := response{id: req.id}
-	switch req.op {
-	case OpGet, OpPut, OpAdd, OpDelete:
-		if err := checkKey(req.key); err != nil {
-			return response{id: req.id, status: statusBadKey, msg: err.Error()}
+// mayWait reports whether serving op may wait on other nodes.
+func mayWait(op Op) bool { return op == OpPut || op == OpAdd || op == OpDelete || op == OpFlush }
+
+// replyWriter sends the replies of one connection. Replies served in order
+// are flushed when no more requests are waiting; replies of requests served
+// on their own goroutine are flushed at once, by whichever sender finds no
+// write under way.
+type replyWriter struct {
+	conn     net.Conn
+	mu       sync.Mutex
+	out      *appender
+	spare    []byte
+	enc      *msgpack.Encoder
+	flushing bool
+	broken   bool
+}
+
+// send queues resp, and writes the queue out when flush is set or the
+// queue is large. It reports false once the connection is broken.
+func (w *replyWriter) send(resp *response, flush bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.broken {
+		return false
+	}
+	encodeResponse(w.out, w.enc, resp)
+	if (!flush && len(w.out.b) < 64<<10) || w.flushing {
+		return true
+	}
+	w.flushing = true
+	for len(w.out.b) > 0 && !w.broken {
+		buf := w.out.b
+		w.out.b = w.spare[:0]
+		w.mu.Unlock()
+		_ = w.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+		_, err := w.conn.Write(buf)
+		w.mu.Lock()
+		w.spare = buf[:0]
+		if err != nil {
+			w.broken = true
+			w.conn.Close()
 		}
 	}
-	switch req.op {
-	case OpGet:
-		n.stats.getRequests.Add(1)
-		v, ok := n.store.get(n.partitionOf(req.key), req.key)
-		if !ok {
-			n.stats.cacheMiss.Add(1)
-			resp.status = statusMiss
-		}
-		resp.value = v
-	case OpPut, OpAdd:
-		if len(req.value) > n.cfg.MaxValueSize {
-			return response{id: req.id, status: statusTooLarge, msg: fmt.Sprintf("%d bytes, limit %d", len(req.value), n.cfg.MaxValueSize)}
-		}
-		var expires int64
-		if req.ttl > 0 {
-			expires = time.Now().UnixNano() + req.ttl
-		}
-		if req.op == OpPut {
-			n.stats.putRequests.Add(1)
-		} else {
-			n.stats.addRequests.Add(1)
-		}
-		if n.store.set(n.partitionOf(req.key), req.key, req.value, expires, req.op == OpAdd) {
-			n.stats.stored.Add(1)
-		} else {
-			n.stats.notStored.Add(1)
-			resp.status = statusNotStored
-		}
-	case OpDelete:
-		n.stats.deleteRequests.Add(1)
-		if n.store.del(n.partitionOf(req.key), req.key) {
-			n.stats.removed.Add(1)
-		} else {
-			n.stats.notFound.Add(1)
-			resp.status = statusNotFound
-		}
-	case OpFlush:
-		n.stats.flushRequests.Add(1)
-		n.store.flush()
-		n.stats.flushed.Add(1)
-	case OpPing:
-	case OpSnitchMetrics, OpWatchdogMetrics:
-		resp.value = encodeSamples(n.localSamples(req.op))
-	default:
-		resp.status, resp.msg = statusError, fmt.Sprintf("unknown op %d", req.op)
+	w.flushing = false
+	return !w.broken
+}
+
+// The ops nodes use among themselves; the public Ops are numbered below.
+const (
+	opReplicate Op = 64 + iota // a copy of a write, primary → holder
+	opTransfer                 // a chunk of a partition, primary → holder
+	opTableGet                 // fetch the partition table
+	opTablePush                // coordinator → member: a new table
+	opReady                    // primary → coordinator: a transfer is done
+	opDigest                   // anti-entropy: compare a partition's summary
+)
+
+// handlers serve each op; an op without one is answered with an error.
+var handlers = map[Op]func(n *Node, ctx context.Context, req *request) response{
+	OpGet:             (*Node).serveGet,
+	OpPut:             (*Node).serveStore,
+	OpAdd:             (*Node).serveStore,
+	OpDelete:          (*Node).serveDelete,
+	OpFlush:           (*Node).serveFlush,
+	OpPing:            (*Node).servePing,
+	OpSnitchMetrics:   (*Node).serveMetrics,
+	OpWatchdogMetrics: (*Node).serveMetrics,
+	opReplicate:       (*Node).serveReplica,
+	opTransfer:        (*Node).serveTransfer,
+	opTableGet:        (*Node).serveTableGet,
+	opTablePush:       (*Node).serveTablePush,
+	opReady:           (*Node).serveReady,
+	opDigest:          (*Node).serveDigest,
+}
+
+// serve executes a request on this node. Forwarded requests and local ones
+// take this same path.
+func (n *Node) serve(ctx context.Context, req *request) response {
+	h := handlers[req.op]
+	if h == nil {
+		return response{id: req.id, status: statusError, msg: fmt.Sprintf("unknown op %d", req.op)}
 	}
+	return h(n, ctx, req)
+}
+
+func badKey(req *request) (response, bool) {
+	if err := checkKey(req.key); err != nil {
+		return response{id: req.id, status: statusBadKey, msg: err.Error()}, true
+	}
+	return response{}, false
+}
+
+// serveGet reads a key on one of its partition's in-sync copies.
+func (n *Node) serveGet(_ context.Context, req *request) response {
+	if resp, bad := badKey(req); bad {
+		return resp
+	}
+	p := n.partitionOf(req.key)
+	t := n.table.Load()
+	if req.tver > t.version {
+		n.learnVersion(req.tver)
+	}
+	if !t.inSync(p) {
+		return n.refuse(req, t, "a read")
+	}
+	n.stats.getRequests.Add(1)
+	resp := response{id: req.id, tver: t.version}
+	v, ok := n.store.get(p, req.key)
+	if !ok {
+		n.stats.cacheMiss.Add(1)
+		resp.status = statusMiss
+	}
+	resp.value = v
 	return resp
+}
+
+func (n *Node) serveStore(ctx context.Context, req *request) response {
+	if resp, bad := badKey(req); bad {
+		return resp
+	}
+	if len(req.value) > n.cfg.MaxValueSize {
+		return response{id: req.id, status: statusTooLarge, msg: fmt.Sprintf("%d bytes, limit %d", len(req.value), n.cfg.MaxValueSize)}
+	}
+	return n.serveWrite(ctx, req)
+}
+
+func (n *Node) serveDelete(ctx context.Context, req *request) response {
+	if resp, bad := badKey(req); bad {
+		return resp
+	}
+	return n.serveWrite(ctx, req)
+}
+
+// serveFlush empties this node; req.ver is the flush's version, so that
+// copies of older pairs still travelling are refused.
+func (n *Node) serveFlush(_ context.Context, req *request) response {
+	n.stats.flushRequests.Add(1)
+	n.store.flush(req.ver)
+	n.stats.flushed.Add(1)
+	return response{id: req.id, tver: n.table.Load().version}
+}
+
+func (n *Node) servePing(_ context.Context, req *request) response {
+	return response{id: req.id, tver: n.table.Load().version}
+}
+
+func (n *Node) serveMetrics(_ context.Context, req *request) response {
+	return response{id: req.id, value: encodeSamples(n.localSamples(req.op))}
+}
+
+func (n *Node) serveTableGet(_ context.Context, req *request) response {
+	t := n.table.Load()
+	return response{id: req.id, value: encodeTable(t), tver: t.version}
+}
+
+// serveTablePush applies a table its coordinator pushed.
+func (n *Node) serveTablePush(_ context.Context, req *request) response {
+	t, err := decodeTable(req.value, n.cfg.PartitionCount)
+	if err != nil {
+		n.log.Warn("ghost: refused a pushed partition table", "err", err)
+		return response{id: req.id, status: statusError, msg: err.Error()}
+	}
+	n.applyTable(t)
+	return response{id: req.id, tver: n.table.Load().version}
 }

@@ -6,24 +6,33 @@ import (
 	"sync/atomic"
 )
 
-// store is the local shard of the cache: the pairs this node owns.
+// store is the local shard of the cache: the pairs this node holds, as a
+// partition's owner or as one of its copies.
 //
 // It is organised by partition (one map and one LRU list per partition, each
 // under its own lock), so that lookups on different partitions never contend
-// and a whole partition can later be handed to another node in one piece.
-// Recency is global: every touch takes a stamp from one counter, each
+// and a whole partition can be streamed to another node or dropped in one
+// piece. Recency is global: every touch takes a stamp from one counter, each
 // partition publishes the stamp of its least recently used entry, and
 // eviction removes the entry with the smallest published stamp. That gives
 // exact LRU order across the node without a global lock.
+//
+// Every pair carries the version of the write that made it (versionClock).
+// A delete leaves a tombstone with its version for a while, so that an older
+// copy of the pair arriving later (from a transfer or a healed split) cannot
+// bring it back; tombstones are not pairs: they are not counted, listed or
+// evicted, and the crawler removes them once they are old.
 type store struct {
-	parts    []partition
-	clock    atomic.Uint64 // recency stamps
-	keys     atomic.Int64  // pairs held, across partitions
-	bytes    atomic.Int64  // key+value bytes held, across partitions
-	maxKeys  int64
-	maxBytes int64
-	stats    *watchdog
-	now      func() int64 // unix nanoseconds; a field so tests can move time
+	parts     []partition
+	clock     atomic.Uint64 // recency stamps
+	keys      atomic.Int64  // pairs held, across partitions
+	bytes     atomic.Int64  // key+value bytes held, across partitions
+	maxKeys   int64
+	maxBytes  int64
+	flushedAt atomic.Uint64 // version of the last flush: older pairs are refused
+	versions  *versionClock
+	stats     *watchdog
+	now       func() int64 // unix nanoseconds; a field so tests can move time
 }
 
 type partition struct {
@@ -39,13 +48,27 @@ type entry struct {
 	key        string
 	value      []byte // encoded value; never mutated after it is stored
 	expires    int64  // unix nanoseconds; 0 never expires
+	version    uint64 // of the write that made this pair or tombstone
+	tombstone  bool   // deleted: kept only to refuse older copies
 	stamp      uint64
 	prev, next *entry
+}
+
+// pairCopy is a pair or tombstone as it travels between copies.
+type pairCopy struct {
+	key       string
+	value     []byte
+	expires   int64
+	version   uint64
+	tombstone bool
 }
 
 func (e *entry) size() int64 { return int64(len(e.key) + len(e.value)) }
 
 func (e *entry) expired(now int64) bool { return e.expires != 0 && now >= e.expires }
+
+// live reports whether e is a pair a read may return.
+func (s *store) live(e *entry) bool { return e != nil && !e.tombstone && !s.expiredNow(e) }
 
 // expiredNow reads the clock only for pairs that can expire: most cache
 // reads are of pairs that cannot, and the clock is not free.
@@ -56,6 +79,7 @@ func newStore(partitions int, maxKeys, maxBytes int64, stats *watchdog, now func
 		parts:    make([]partition, partitions),
 		maxKeys:  maxKeys,
 		maxBytes: maxBytes,
+		versions: newVersionClock(now),
 		stats:    stats,
 		now:      now,
 	}
@@ -72,7 +96,7 @@ func (s *store) get(p int, key string) ([]byte, bool) {
 	pt := &s.parts[p]
 	pt.mu.Lock()
 	e := pt.items[key]
-	if e == nil {
+	if e == nil || e.tombstone {
 		pt.mu.Unlock()
 		return nil, false
 	}
@@ -88,82 +112,229 @@ func (s *store) get(p int, key string) ([]byte, bool) {
 	return v, true
 }
 
-// set stores value under key. With onlyIfAbsent it stores only when no live
-// pair holds the key and reports whether it stored.
-func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent bool) bool {
+// lock locks partition p for a caller that decides a write and must see
+// the partition table of that moment under the same lock (replicate.go).
+func (s *store) lock(p int) *partition {
 	pt := &s.parts[p]
 	pt.mu.Lock()
+	return pt
+}
+
+// setLocked stores a new version of key in pt, whose lock is held. With
+// onlyIfAbsent it stores only when no live pair holds the key, and reports
+// whether it stored. The caller runs evict once the lock is released.
+func (s *store) setLocked(pt *partition, key string, value []byte, expires int64, version uint64, onlyIfAbsent bool) bool {
 	e := pt.items[key]
-	if e != nil && s.expiredNow(e) {
+	if e != nil && !e.tombstone && s.expiredNow(e) {
 		s.remove(pt, e)
 		s.stats.expired.Add(1)
 		e = nil
 	}
-	switch {
-	case e != nil && onlyIfAbsent:
-		pt.mu.Unlock()
+	if e != nil && !e.tombstone && onlyIfAbsent {
 		return false
-	case e != nil:
-		s.bytes.Add(int64(len(value) - len(e.value)))
-		e.value, e.expires = value, expires
-		s.touch(pt, e)
-	default:
-		e = &entry{key: key, value: value, expires: expires}
-		pt.items[key] = e
-		s.keys.Add(1)
-		s.bytes.Add(e.size())
-		s.touch(pt, e)
 	}
+	s.put(pt, e, pairCopy{key: key, value: value, expires: expires, version: version})
+	return true
+}
+
+// deleteLocked replaces key's pair in pt, whose lock is held, with a
+// tombstone of the given version, and reports whether a live pair was
+// there.
+func (s *store) deleteLocked(pt *partition, key string, version uint64) bool {
+	e := pt.items[key]
+	if e == nil || e.tombstone {
+		return false
+	}
+	wasLive := !s.expiredNow(e)
+	if !wasLive {
+		s.stats.expired.Add(1)
+	}
+	s.put(pt, e, pairCopy{key: key, version: version, tombstone: true})
+	return wasLive
+}
+
+// set stores value under key with a fresh version; see setLocked.
+func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent bool) bool {
+	pt := s.lock(p)
+	ok := s.setLocked(pt, key, value, expires, s.versions.next(), onlyIfAbsent)
 	pt.mu.Unlock()
 	s.evict()
-	return true
+	return ok
 }
 
-// del removes key and reports whether a live pair was there.
+// del deletes key with a fresh version; see deleteLocked.
 func (s *store) del(p int, key string) bool {
-	pt := &s.parts[p]
-	pt.mu.Lock()
+	pt := s.lock(p)
 	defer pt.mu.Unlock()
-	e := pt.items[key]
-	if e == nil {
+	return s.deleteLocked(pt, key, s.versions.next())
+}
+
+// apply merges a copy of a pair made elsewhere: it is kept when it is newer
+// than what the partition holds for its key and than the last flush.
+// It reports whether it was kept.
+func (s *store) apply(p int, c pairCopy) bool {
+	pt := s.lock(p)
+	kept := s.applyLocked(pt, c)
+	pt.mu.Unlock()
+	if kept {
+		s.evict()
+	}
+	return kept
+}
+
+// applyLocked is apply for a caller that holds pt's lock; it runs evict
+// once the lock is released.
+func (s *store) applyLocked(pt *partition, c pairCopy) bool {
+	s.versions.observe(c.version)
+	if c.version <= s.flushedAt.Load() {
 		return false
 	}
-	s.remove(pt, e)
-	if s.expiredNow(e) {
-		s.stats.expired.Add(1)
+	e := pt.items[c.key]
+	if e != nil && c.version <= e.version {
 		return false
 	}
+	s.put(pt, e, c)
 	return true
 }
 
-// flush removes every pair, one partition at a time.
-func (s *store) flush() {
+// put makes c the content of its key in pt, replacing e (which may be nil).
+// pt.mu must be held.
+func (s *store) put(pt *partition, e *entry, c pairCopy) {
+	if e == nil {
+		e = &entry{key: c.key}
+		pt.items[c.key] = e
+	} else if !e.tombstone {
+		s.keys.Add(-1)
+		s.bytes.Add(-e.size())
+	}
+	e.value, e.expires, e.version, e.tombstone = c.value, c.expires, c.version, c.tombstone
+	if c.tombstone {
+		e.value = nil
+		unlink(pt, e)
+		s.publishTail(pt)
+		return
+	}
+	s.keys.Add(1)
+	s.bytes.Add(e.size())
+	s.touch(pt, e)
+}
+
+// keysOf returns the keys of partition p, tombstones included: the list a
+// transfer walks, a chunk at a time, without holding the lock meanwhile.
+func (s *store) keysOf(p int) []string {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	out := make([]string, 0, len(pt.items))
+	for k := range pt.items {
+		out = append(out, k)
+	}
+	return out
+}
+
+// copies returns the current content of keys in partition p: pairs and
+// tombstones, skipping keys that are gone or expired.
+func (s *store) copies(p int, keys []string) []pairCopy {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	now := s.now()
+	out := make([]pairCopy, 0, len(keys))
+	for _, k := range keys {
+		e := pt.items[k]
+		if e == nil || (!e.tombstone && e.expired(now)) {
+			continue
+		}
+		out = append(out, pairCopy{key: e.key, value: e.value, expires: e.expires, version: e.version, tombstone: e.tombstone})
+	}
+	return out
+}
+
+// dropOlder removes from partition p the pairs and tombstones older than
+// version that are not in keep: what a full copy from the owner, begun at
+// version, did not contain.
+func (s *store) dropOlder(p int, version uint64, keep map[string]struct{}) (dropped int) {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	for k, e := range pt.items {
+		if _, ok := keep[k]; !ok && e.version < version {
+			s.remove(pt, e)
+			dropped++
+		}
+	}
+	return dropped
+}
+
+// dropPartition removes everything partition p holds: this node no longer
+// keeps a copy of it.
+func (s *store) dropPartition(p int) {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	s.clearLocked(pt)
+}
+
+// digest summarises partition p's live pairs and their versions, for
+// anti-entropy: copies with equal content have equal digests.
+func (s *store) digest(p int) (sum uint64, count int) {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	now := s.now()
+	for _, e := range pt.items {
+		if e.tombstone || e.expired(now) {
+			continue
+		}
+		sum ^= mix64(hashKey(e.key) ^ e.version)
+		count++
+	}
+	return sum, count
+}
+
+// flush removes every pair, one partition at a time, and refuses copies of
+// pairs older than version from then on.
+func (s *store) flush(version uint64) {
+	s.versions.observe(version)
+	for {
+		old := s.flushedAt.Load()
+		if version <= old || s.flushedAt.CompareAndSwap(old, version) {
+			break
+		}
+	}
 	for i := range s.parts {
 		pt := &s.parts[i]
 		pt.mu.Lock()
-		var n, b int64
-		for _, e := range pt.items {
-			n++
-			b += e.size()
-		}
-		clear(pt.items)
-		pt.head, pt.tail = nil, nil
-		pt.tailStamp.Store(math.MaxUint64)
-		s.keys.Add(-n)
-		s.bytes.Add(-b)
+		s.clearLocked(pt)
 		pt.mu.Unlock()
 	}
 }
 
-// crawl removes expired pairs. It locks one partition at a time, so readers
-// and writers of the others never wait for it.
-func (s *store) crawl() (removed int) {
+func (s *store) clearLocked(pt *partition) {
+	var n, b int64
+	for _, e := range pt.items {
+		if !e.tombstone {
+			n++
+			b += e.size()
+		}
+	}
+	clear(pt.items)
+	pt.head, pt.tail = nil, nil
+	pt.tailStamp.Store(math.MaxUint64)
+	s.keys.Add(-n)
+	s.bytes.Add(-b)
+}
+
+// crawl removes expired pairs, and tombstones older than tombstoneAge
+// nanoseconds. It locks one partition at a time, so readers and writers of
+// the others never wait for it.
+func (s *store) crawl(tombstoneAge int64) (removed int) {
 	for i := range s.parts {
 		pt := &s.parts[i]
 		pt.mu.Lock()
 		now := s.now()
 		for _, e := range pt.items {
-			if e.expired(now) {
+			switch {
+			case e.tombstone:
+				if now-int64(e.version) > tombstoneAge {
+					s.remove(pt, e)
+				}
+			case e.expired(now):
 				s.remove(pt, e)
 				removed++
 			}
@@ -221,12 +392,19 @@ func (s *store) touch(pt *partition, e *entry) {
 	pt.tailStamp.Store(pt.tail.stamp)
 }
 
-// remove drops e from pt. pt.mu must be held.
+// remove drops e, a pair or a tombstone, from pt. pt.mu must be held.
 func (s *store) remove(pt *partition, e *entry) {
 	delete(pt.items, e.key)
+	if e.tombstone {
+		return
+	}
 	unlink(pt, e)
 	s.keys.Add(-1)
 	s.bytes.Add(-e.size())
+	s.publishTail(pt)
+}
+
+func (s *store) publishTail(pt *partition) {
 	if pt.tail == nil {
 		pt.tailStamp.Store(math.MaxUint64)
 	} else {

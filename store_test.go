@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // testStore returns a store with a clock the test moves by hand.
@@ -67,7 +68,7 @@ func TestStoreExpiry(t *testing.T) {
 	s.set(3, "a", []byte("x"), 150, false)
 	s.set(4, "b", []byte("x"), 150, false)
 	clock.Store(200)
-	if n := s.crawl(); n != 2 {
+	if n := s.crawl(int64(time.Hour)); n != 2 {
 		t.Fatalf("crawl removed %d, want 2", n)
 	}
 	if s.len() != 2 {
@@ -144,8 +145,10 @@ func TestStoreConcurrent(t *testing.T) {
 	var n, b int64
 	for i := range s.parts {
 		for _, e := range s.parts[i].items {
-			n++
-			b += e.size()
+			if !e.tombstone {
+				n++
+				b += e.size()
+			}
 		}
 	}
 	if n != s.len() || b != s.size() {
@@ -158,7 +161,7 @@ func TestStoreFlush(t *testing.T) {
 	for i := range 50 {
 		s.set(i%7, fmt.Sprint(i), []byte("v"), 0, false)
 	}
-	s.flush()
+	s.flush(s.versions.next())
 	if s.len() != 0 || s.size() != 0 {
 		t.Fatalf("len %d size %d after flush", s.len(), s.size())
 	}

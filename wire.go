@@ -30,8 +30,12 @@ import (
 // 1 version refused) and closes on refusal. Then both sides send frames: a
 // 4-byte big-endian length and a msgpack array,
 //
-//	request  [id, op, key, value, ttl]
-//	response [id, status, value, message]
+//	request  [id, op, key, value, ttl, table, version, flags]
+//	response [id, status, value, message, table]
+//
+// table is the version of the partition table the sender routed with (a
+// request) or holds (a response); version is a pair's version, for the
+// replication ops.
 //
 // Requests are pipelined: a client sends many before the replies come, and
 // replies carry the id of their request.
@@ -55,6 +59,17 @@ const (
 	statusBadKey
 	statusTooLarge
 	statusError
+	// statusWrongOwner: by the responder's table (its version in the
+	// reply) it does not serve the key's partition that way.
+	statusWrongOwner
+	// statusStale: the request was routed with a newer table than the
+	// responder holds; it is fetching it, and the caller should retry.
+	statusStale
+	// statusReplicaFailed: the owner applied a write but a copy did not
+	// confirm it, so the write is not acknowledged.
+	statusReplicaFailed
+	// statusDiffers: anti-entropy found a partition's copies differ.
+	statusDiffers
 )
 
 type request struct {
@@ -62,7 +77,10 @@ type request struct {
 	op    Op
 	key   string
 	value []byte // encoded value, for put and add
-	ttl   int64  // nanoseconds; NoExpiry never expires
+	ttl   int64  // nanoseconds; NoExpiry never expires. Replica ops: absolute expiry
+	tver  uint64 // version of the partition table the request was routed with
+	ver   uint64 // replica ops: the pair's version; flush: its timestamp
+	flags uint8  // replica ops: flagTombstone
 }
 
 type response struct {
@@ -70,6 +88,7 @@ type response struct {
 	status status
 	value  []byte // encoded value for get, encoded samples for metrics
 	msg    string // details of an error status
+	tver   uint64 // version of the responder's partition table
 }
 
 // result turns a reply into the value and error the API returns.
@@ -87,6 +106,8 @@ func (r response) result() (response, error) {
 		return r, fmt.Errorf("%w (said the owner): %s", ErrKey, r.msg)
 	case statusTooLarge:
 		return r, fmt.Errorf("%w (said the owner): %s", ErrValueTooLarge, r.msg)
+	case statusReplicaFailed:
+		return r, fmt.Errorf("%w: %s", ErrReplication, r.msg)
 	}
 	return r, fmt.Errorf("ghost: peer error: %s", r.msg)
 }
@@ -114,30 +135,34 @@ func endFrame(a *appender, start int) {
 func encodeRequest(a *appender, enc *msgpack.Encoder, r *request) {
 	start := beginFrame(a)
 	// Writing to an appender cannot fail.
-	_ = enc.EncodeArrayLen(5)
+	_ = enc.EncodeArrayLen(8)
 	_ = enc.EncodeUint(r.id)
 	_ = enc.EncodeUint(uint64(r.op))
 	_ = enc.EncodeString(r.key)
 	_ = enc.EncodeBytes(r.value)
 	_ = enc.EncodeInt(r.ttl)
+	_ = enc.EncodeUint(r.tver)
+	_ = enc.EncodeUint(r.ver)
+	_ = enc.EncodeUint(uint64(r.flags))
 	endFrame(a, start)
 }
 
 func encodeResponse(a *appender, enc *msgpack.Encoder, r *response) {
 	start := beginFrame(a)
-	_ = enc.EncodeArrayLen(4)
+	_ = enc.EncodeArrayLen(5)
 	_ = enc.EncodeUint(r.id)
 	_ = enc.EncodeUint(uint64(r.status))
 	_ = enc.EncodeBytes(r.value)
 	_ = enc.EncodeString(r.msg)
+	_ = enc.EncodeUint(r.tver)
 	endFrame(a, start)
 }
 
 func decodeRequest(dec *msgpack.Decoder, r *request) error {
 	if n, err := dec.DecodeArrayLen(); err != nil {
 		return err
-	} else if n != 5 {
-		return fmt.Errorf("request has %d fields, want 5", n)
+	} else if n != 8 {
+		return fmt.Errorf("request has %d fields, want 8", n)
 	}
 	var err error
 	var op uint8
@@ -154,15 +179,24 @@ func decodeRequest(dec *msgpack.Decoder, r *request) error {
 	if r.value, err = dec.DecodeBytes(); err != nil {
 		return err
 	}
-	r.ttl, err = dec.DecodeInt64()
+	if r.ttl, err = dec.DecodeInt64(); err != nil {
+		return err
+	}
+	if r.tver, err = dec.DecodeUint64(); err != nil {
+		return err
+	}
+	if r.ver, err = dec.DecodeUint64(); err != nil {
+		return err
+	}
+	r.flags, err = dec.DecodeUint8()
 	return err
 }
 
 func decodeResponse(dec *msgpack.Decoder, r *response) error {
 	if n, err := dec.DecodeArrayLen(); err != nil {
 		return err
-	} else if n != 4 {
-		return fmt.Errorf("response has %d fields, want 4", n)
+	} else if n != 5 {
+		return fmt.Errorf("response has %d fields, want 5", n)
 	}
 	var err error
 	var st uint8
@@ -176,7 +210,10 @@ func decodeResponse(dec *msgpack.Decoder, r *response) error {
 	if r.value, err = dec.DecodeBytes(); err != nil {
 		return err
 	}
-	r.msg, err = dec.DecodeString()
+	if r.msg, err = dec.DecodeString(); err != nil {
+		return err
+	}
+	r.tver, err = dec.DecodeUint64()
 	return err
 }
 

@@ -1,0 +1,359 @@
+package ghost
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// The partition table's life: one coordinator, the oldest live member,
+// plans each new table from the last one and the live members, and pushes
+// it to every member; a node applies only tables newer than its own. A node
+// that hears of a newer table (a reply, a request, a push) fetches it.
+//
+// A coordinator changes the table only while it sees a majority of the
+// members of its current table (or the table has two members or fewer), so
+// that a node cut off from the rest cannot declare them dead, take their
+// partitions and accept writes the others never see.
+
+// tableTick is how often the table loop re-pushes the table to members
+// that have not confirmed it, and retries transfers and fetches.
+const tableTick = 250 * time.Millisecond
+
+// coordinatorState is the table loop's own state; only the loop touches it.
+type coordinatorState struct {
+	active  bool          // this node was the coordinator at the last step
+	readies []readyReport // transfers done, to fold into the next table
+}
+
+// readyReport says that member's copy of partition is filled.
+type readyReport struct {
+	partition int
+	member    string
+}
+
+// tableLoop runs the coordinator's steps and the table's upkeep until the
+// node shuts down.
+func (n *Node) tableLoop() {
+	st := &coordinatorState{}
+	tick := time.NewTicker(tableTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ringDue:
+			n.coordinate(st)
+		case r := <-n.readies:
+			st.readies = append(st.readies, r)
+			n.drainReadies(st)
+			n.coordinate(st)
+		case v := <-n.fetchDue:
+			n.fetchNewer(v)
+		case <-tick.C:
+			n.coordinate(st)
+			n.startTransfers()
+		case <-n.done:
+			return
+		}
+	}
+}
+
+func (n *Node) drainReadies(st *coordinatorState) {
+	for {
+		select {
+		case r := <-n.readies:
+			st.readies = append(st.readies, r)
+		default:
+			return
+		}
+	}
+}
+
+// coordinate is one step of the coordinator: when this node is the oldest
+// live member, plan the next table and publish it if it differs.
+func (n *Node) coordinate(st *coordinatorState) {
+	live, leaving := n.liveView()
+	if coordinatorOf(live).name != n.self.name {
+		st.active, st.readies = false, nil
+		return
+	}
+	if !st.active {
+		// Taking over: start from the newest table any member holds.
+		n.adoptNewest(live)
+		st.active = true
+		n.pushes.mu.Lock()
+		clear(n.pushes.acked)
+		n.pushes.mu.Unlock()
+	}
+	cur := n.table.Load()
+	if !hasQuorum(cur, live) {
+		n.log.Warn("ghost: coordinator sees too few members of the table to change it", "live", len(live), "table", len(cur.members))
+		return
+	}
+	next, targets := plan(cur, live, leaving, n.cfg.Replicas)
+	for _, r := range st.readies {
+		m := next.index(r.member)
+		if m >= 0 && slices.Contains(next.pending[r.partition], m) {
+			next = next.promote(r.partition, m, targets)
+		}
+	}
+	st.readies = nil
+	if !next.sameLayout(cur) {
+		next.version = cur.version + 1
+		next.coordinator = n.self.name
+		n.applyTable(next)
+		n.logMoves(cur, next)
+	}
+	n.pushTable()
+}
+
+// hasQuorum reports whether the live members include a majority of t's.
+func hasQuorum(t *table, live []member) bool {
+	if len(t.members) <= 2 {
+		return true
+	}
+	seen := 0
+	for _, m := range live {
+		if i := t.index(m.name); i >= 0 && t.members[i].addr == m.addr {
+			seen++
+		}
+	}
+	return 2*seen > len(t.members)
+}
+
+// logMoves logs how many partition copies a new table adds and drops.
+func (n *Node) logMoves(cur, next *table) {
+	added, dropped := 0, 0
+	for p := range next.owners {
+		was, is := holderNames(cur, p), holderNames(next, p)
+		for _, m := range is {
+			if !slices.Contains(was, m) {
+				added++
+			}
+		}
+		for _, m := range was {
+			if !slices.Contains(is, m) {
+				dropped++
+			}
+		}
+	}
+	n.log.Info("ghost: published a partition table", "version", next.version, "members", len(next.members), "copies_added", added, "copies_dropped", dropped)
+}
+
+func holderNames(t *table, p int) []string {
+	var out []string
+	for _, i := range t.owners[p] {
+		out = append(out, t.members[i].name)
+	}
+	for _, i := range t.pending[p] {
+		out = append(out, t.members[i].name)
+	}
+	return out
+}
+
+// pushTable sends the current table to every member that has not
+// confirmed it, without waiting: a frozen member must not hold up the
+// coordinator. A push still under way is not repeated.
+func (n *Node) pushTable() {
+	t := n.table.Load()
+	body := encodeTable(t)
+	ps := &n.pushes
+	for _, m := range t.members {
+		ps.mu.Lock()
+		skip := m.name == n.self.name || ps.acked[m.name] >= t.version || ps.inflight[m.name]
+		if !skip {
+			ps.inflight[m.name] = true
+		}
+		ps.mu.Unlock()
+		if skip {
+			continue
+		}
+		n.goBackground(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+			defer cancel()
+			resp, err := n.peers.get(m.addr).call(ctx, &request{op: opTablePush, value: body, tver: t.version})
+			ps.mu.Lock()
+			defer ps.mu.Unlock()
+			delete(ps.inflight, m.name)
+			if err == nil && resp.status == statusOK {
+				ps.acked[m.name] = max(ps.acked[m.name], resp.tver)
+			}
+		})
+	}
+}
+
+// pushState tracks which members confirmed which table version.
+type pushState struct {
+	mu       sync.Mutex
+	acked    map[string]uint64 // member name → table version it confirmed
+	inflight map[string]bool
+}
+
+// adoptNewest fetches the table of every live member and applies the
+// newest.
+func (n *Node) adoptNewest(live []member) {
+	var wg sync.WaitGroup
+	for _, m := range live {
+		if m.name == n.self.name {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.fetchTable(m.addr)
+		}()
+	}
+	wg.Wait()
+}
+
+// learnVersion notes that a peer holds table version v; when it is newer
+// than ours, the table loop fetches it.
+func (n *Node) learnVersion(v uint64) {
+	if v <= n.table.Load().version {
+		return
+	}
+	select {
+	case n.fetchDue <- v:
+	default:
+	}
+}
+
+// fetchNewer fetches a table of version v or newer, from the coordinator
+// first, then from any live member.
+func (n *Node) fetchNewer(v uint64) {
+	live, _ := n.liveView()
+	c := coordinatorOf(live)
+	slices.SortFunc(live, func(a, b member) int {
+		switch {
+		case a.name == c.name:
+			return -1
+		case b.name == c.name:
+			return 1
+		}
+		return 0
+	})
+	for _, m := range live {
+		if n.table.Load().version >= v {
+			return
+		}
+		if m.name != n.self.name {
+			n.fetchTable(m.addr)
+		}
+	}
+}
+
+// fetchTable asks the member at addr for its table and applies it when it
+// is newer.
+func (n *Node) fetchTable(addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := n.peers.get(addr).call(ctx, &request{op: opTableGet})
+	if err != nil || resp.status != statusOK {
+		return
+	}
+	t, err := decodeTable(resp.value, n.cfg.PartitionCount)
+	if err != nil {
+		n.log.Warn("ghost: refused a partition table", "from", addr, "err", err)
+		return
+	}
+	n.applyTable(t)
+}
+
+// applyTable makes t this node's table when it is newer, drops the
+// partitions this node no longer keeps a copy of, and starts the transfers
+// it now owes. It reports whether t was applied.
+func (n *Node) applyTable(t *table) bool {
+	n.tableMu.Lock()
+	cur := n.table.Load()
+	if !t.newerThan(cur) {
+		n.tableMu.Unlock()
+		return false
+	}
+	t = t.withSelf(n.self.name)
+	n.table.Store(t)
+	for p := range t.owners {
+		if cur.holds(p) && !t.holds(p) {
+			n.store.dropPartition(p)
+		}
+	}
+	n.peers.retain(t.members)
+	n.tableMu.Unlock()
+	n.tableChanged.signal()
+	n.startTransfers()
+	return true
+}
+
+// Safe reports whether every partition has its full set of in-sync copies
+// on live members and no transfer is under way, as this node sees the
+// cluster: the moment a rolling restart may stop the next node.
+func (n *Node) Safe() bool {
+	if n.closed.Load() {
+		return false
+	}
+	live, leaving := n.liveView()
+	t := n.table.Load()
+	if len(t.members) != len(live) {
+		return false
+	}
+	for i, m := range live {
+		if t.members[i] != m {
+			return false
+		}
+	}
+	want := min(n.cfg.Replicas, max(len(live)-len(leaving), 1))
+	for p := range t.owners {
+		if len(t.pending[p]) > 0 || len(t.owners[p]) < want {
+			return false
+		}
+		for _, i := range t.owners[p] {
+			if leaving[t.members[i].name] {
+				return false
+			}
+		}
+	}
+	return n.transfers.inFlight() == 0
+}
+
+// WaitSafe blocks until Safe reports true or ctx ends: for readiness
+// probes, and between the steps of a rolling restart.
+func (n *Node) WaitSafe(ctx context.Context) error {
+	for {
+		changed := n.tableChanged.wait()
+		if n.Safe() {
+			return nil
+		}
+		if n.closed.Load() {
+			return ErrClosed
+		}
+		select {
+		case <-changed:
+		case <-time.After(20 * time.Millisecond): // gossip and transfers change Safe too
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// broadcastSignal wakes every waiter each time it is signalled.
+type broadcastSignal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcastSignal) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcastSignal) signal() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+}

@@ -1,0 +1,344 @@
+package ghost
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Moving partitions. When a table makes a member a pending holder of a
+// partition (a join, a repair after a crash, a hand-off before a leave),
+// the partition's primary streams the partition to it in chunks, a few
+// partitions at a time, never holding a partition lock across a network
+// call. Writes reach the pending member meanwhile (replicate.go), and every
+// pair carries its version, so a pair from a chunk never overwrites a newer
+// write or revives a newer delete. When the last chunk is in, the receiver
+// drops what it held of the partition that the stream did not contain and
+// that is older than the stream's start, and the primary tells the
+// coordinator, which makes the copy in sync in the next table.
+// Anti-entropy (antientropy.go) uses the same stream to resync a backup.
+
+const (
+	// maxTransfers is how many partitions one node streams at once.
+	maxTransfers = 4
+	// chunkKeys and chunkBytes bound one chunk of a transfer.
+	chunkKeys  = 512
+	chunkBytes = 256 << 10
+)
+
+var errTransferStopped = errors.New("ghost: transfer no longer wanted")
+
+type transferKey struct {
+	partition int
+	to        string // member name
+}
+
+// transferSet tracks this node's outgoing transfers.
+type transferSet struct {
+	mu      sync.Mutex
+	running map[transferKey]bool
+	done    map[transferKey]bool // streamed, waiting for the table to say so
+	slots   chan struct{}        // maxTransfers tokens
+	count   atomic.Int64         // running, for Safe and the metrics
+	moved   atomic.Uint64        // pairs streamed
+	bytes   atomic.Uint64        // key+value bytes streamed
+}
+
+func (ts *transferSet) init() {
+	ts.running = map[transferKey]bool{}
+	ts.done = map[transferKey]bool{}
+	ts.slots = make(chan struct{}, maxTransfers)
+}
+
+func (ts *transferSet) inFlight() int64 { return ts.count.Load() }
+
+// startTransfers starts the transfers this node owes as primary under its
+// current table, and repeats the ready reports of those already streamed.
+func (n *Node) startTransfers() {
+	t := n.table.Load()
+	ts := &n.transfers
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	owed := map[transferKey]bool{}
+	for p := range t.owners {
+		if !t.isPrimary(p) {
+			continue
+		}
+		for _, i := range t.pending[p] {
+			owed[transferKey{p, t.members[i].name}] = true
+		}
+	}
+	for k := range ts.done {
+		if !owed[k] {
+			delete(ts.done, k)
+		}
+	}
+	for k := range owed {
+		switch {
+		case ts.done[k]:
+			n.goBackground(func() { n.reportReady(k) })
+		case !ts.running[k]:
+			ts.running[k] = true
+			ts.count.Add(1)
+			to := t.members[t.index(k.to)]
+			n.goBackground(func() { n.runTransfer(k, to, true) })
+		}
+	}
+}
+
+// runTransfer streams partition k.partition to member to; with ready, the
+// coordinator is told once it is done.
+func (n *Node) runTransfer(k transferKey, to member, ready bool) {
+	ts := &n.transfers
+	defer func() {
+		ts.mu.Lock()
+		delete(ts.running, k)
+		ts.mu.Unlock()
+		ts.count.Add(-1)
+	}()
+	select {
+	case ts.slots <- struct{}{}:
+		defer func() { <-ts.slots }()
+	case <-n.done:
+		return
+	}
+	if err := n.sendPartition(k.partition, to, ready); err != nil {
+		n.log.Debug("ghost: partition transfer stopped; it is retried", "partition", k.partition, "to", to.addr, "err", err)
+		return
+	}
+	if ready {
+		ts.mu.Lock()
+		ts.done[k] = true
+		ts.mu.Unlock()
+		n.reportReady(k)
+	}
+}
+
+// sendPartition streams partition p to member to, in chunks.
+func (n *Node) sendPartition(p int, to member, pendingOnly bool) error {
+	start := n.store.versions.next()
+	keys := n.store.keysOf(p)
+	first := true
+	for len(keys) > 0 || first {
+		t := n.table.Load()
+		i := t.index(to.name)
+		if !t.isPrimary(p) || i < 0 || (pendingOnly && !slices.Contains(t.pending[p], i)) {
+			return errTransferStopped
+		}
+		batch := keys[:min(chunkKeys, len(keys))]
+		copies := n.store.copies(p, batch)
+		size, sent := 0, 0
+		for sent < len(copies) && (sent == 0 || size+len(copies[sent].key)+len(copies[sent].value) <= chunkBytes) {
+			size += len(copies[sent].key) + len(copies[sent].value)
+			sent++
+		}
+		if sent < len(copies) { // the rest of the batch goes in the next chunk
+			batch = batch[:0]
+			for _, c := range copies[:sent] {
+				batch = append(batch, c.key)
+			}
+			copies = copies[:sent]
+		}
+		keys = keys[len(batch):]
+		c := chunk{partition: p, sender: n.self.name, start: start, first: first, last: len(keys) == 0, pairs: copies}
+		if err := n.sendChunk(to, t.version, &c); err != nil {
+			return err
+		}
+		first = false
+		n.transfers.moved.Add(uint64(len(copies)))
+		n.transfers.bytes.Add(uint64(size))
+	}
+	return nil
+}
+
+func (n *Node) sendChunk(to member, tver uint64, c *chunk) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := n.peers.get(to.addr).call(ctx, &request{op: opTransfer, value: encodeChunk(c), tver: tver})
+	if err != nil {
+		return err
+	}
+	if resp.status != statusOK {
+		n.learnVersion(resp.tver)
+		return fmt.Errorf("%s refused a chunk (status %d): %s", to.addr, resp.status, resp.msg)
+	}
+	return nil
+}
+
+// reportReady tells the coordinator that a transfer is done.
+func (n *Node) reportReady(k transferKey) {
+	live, _ := n.liveView()
+	c := coordinatorOf(live)
+	if c.name == n.self.name {
+		select {
+		case n.readies <- readyReport{partition: k.partition, member: k.to}:
+		default: // the loop is behind; the next tick repeats the report
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+	defer cancel()
+	body, _ := msgpack.Marshal([]any{k.partition, k.to})
+	_, _ = n.peers.get(c.addr).call(ctx, &request{op: opReady, value: body})
+}
+
+// serveReady takes a ready report, when this node coordinates.
+func (n *Node) serveReady(_ context.Context, req *request) response {
+	var r struct {
+		_msgpack  struct{} `msgpack:",as_array"`
+		Partition int
+		Member    string
+	}
+	if err := msgpack.Unmarshal(req.value, &r); err != nil || r.Partition < 0 || r.Partition >= n.cfg.PartitionCount {
+		return response{id: req.id, status: statusError, msg: "malformed ready report"}
+	}
+	select {
+	case n.readies <- readyReport{partition: r.Partition, member: r.Member}:
+	default:
+	}
+	return response{id: req.id, tver: n.table.Load().version}
+}
+
+// receiveState is what a receiver remembers of the streams coming in: per
+// partition, the keys the current stream has brought.
+type receiveState struct {
+	mu       sync.Mutex
+	sessions map[int]*receiveSession
+}
+
+type receiveSession struct {
+	sender string
+	start  uint64
+	seen   map[string]struct{}
+}
+
+// serveTransfer applies one chunk of a partition streamed by its primary.
+func (n *Node) serveTransfer(_ context.Context, req *request) response {
+	c, err := decodeChunk(req.value, n.cfg.PartitionCount)
+	if err != nil {
+		n.log.Warn("ghost: refused a malformed transfer chunk", "err", err)
+		return response{id: req.id, status: statusError, msg: err.Error()}
+	}
+	pt := n.store.lock(c.partition)
+	t := n.table.Load()
+	if req.tver > t.version || !t.holds(c.partition) || t.members[t.primary(c.partition)].name != c.sender {
+		pt.mu.Unlock()
+		return n.refuse(req, t, "a transfer chunk")
+	}
+	rs := &n.receiving
+	rs.mu.Lock()
+	s := rs.sessions[c.partition]
+	if c.first || s == nil || s.sender != c.sender || s.start != c.start {
+		s = &receiveSession{sender: c.sender, start: c.start, seen: map[string]struct{}{}}
+		rs.sessions[c.partition] = s
+	}
+	for _, pc := range c.pairs {
+		if n.partitionOf(pc.key) != c.partition {
+			continue // not this partition's: a confused or hostile sender
+		}
+		s.seen[pc.key] = struct{}{}
+		n.store.applyLocked(pt, pc)
+	}
+	pt.mu.Unlock()
+	if c.last {
+		delete(rs.sessions, c.partition)
+		n.store.dropOlder(c.partition, c.start, s.seen)
+	}
+	rs.mu.Unlock()
+	n.store.evict()
+	return response{id: req.id, tver: t.version}
+}
+
+// chunk is one piece of a partition's stream.
+type chunk struct {
+	partition   int
+	sender      string // member name of the primary streaming
+	start       uint64 // version when the stream began
+	first, last bool
+	pairs       []pairCopy
+}
+
+func encodeChunk(c *chunk) []byte {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	_ = enc.EncodeArrayLen(6)
+	_ = enc.EncodeInt(int64(c.partition))
+	_ = enc.EncodeString(c.sender)
+	_ = enc.EncodeUint(c.start)
+	_ = enc.EncodeBool(c.first)
+	_ = enc.EncodeBool(c.last)
+	_ = enc.EncodeArrayLen(len(c.pairs))
+	for _, p := range c.pairs {
+		_ = enc.EncodeArrayLen(5)
+		_ = enc.EncodeString(p.key)
+		_ = enc.EncodeBytes(p.value)
+		_ = enc.EncodeInt(p.expires)
+		_ = enc.EncodeUint(p.version)
+		_ = enc.EncodeBool(p.tombstone)
+	}
+	return buf.Bytes()
+}
+
+// decodeChunk decodes a chunk, checking every count against the bytes
+// that could hold it before allocating.
+func decodeChunk(b []byte, partitions int) (*chunk, error) {
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	var c chunk
+	if n, err := dec.DecodeArrayLen(); err != nil || n != 6 {
+		return nil, fmt.Errorf("ghost: malformed chunk header (%d fields, %v)", n, err)
+	}
+	var err error
+	var p int64
+	if p, err = dec.DecodeInt64(); err != nil || p < 0 || p >= int64(partitions) {
+		return nil, fmt.Errorf("ghost: chunk for partition %d: %v", p, err)
+	}
+	c.partition = int(p)
+	if c.sender, err = dec.DecodeString(); err != nil {
+		return nil, err
+	}
+	if c.start, err = dec.DecodeUint64(); err != nil {
+		return nil, err
+	}
+	if c.first, err = dec.DecodeBool(); err != nil {
+		return nil, err
+	}
+	if c.last, err = dec.DecodeBool(); err != nil {
+		return nil, err
+	}
+	count, err := dec.DecodeArrayLen()
+	if err != nil || count < 0 || count > len(b)/6 { // a pair takes at least 6 bytes
+		return nil, fmt.Errorf("ghost: chunk of %d pairs in %d bytes", count, len(b))
+	}
+	c.pairs = make([]pairCopy, count)
+	for i := range c.pairs {
+		pc := &c.pairs[i]
+		if n, err := dec.DecodeArrayLen(); err != nil || n != 5 {
+			return nil, fmt.Errorf("ghost: malformed pair in chunk")
+		}
+		if pc.key, err = dec.DecodeString(); err != nil {
+			return nil, err
+		}
+		if err = checkKey(pc.key); err != nil {
+			return nil, err
+		}
+		if pc.value, err = dec.DecodeBytes(); err != nil {
+			return nil, err
+		}
+		if pc.expires, err = dec.DecodeInt64(); err != nil {
+			return nil, err
+		}
+		if pc.version, err = dec.DecodeUint64(); err != nil {
+			return nil, err
+		}
+		if pc.tombstone, err = dec.DecodeBool(); err != nil {
+			return nil, err
+		}
+	}
+	return &c, nil
+}

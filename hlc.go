@@ -1,0 +1,49 @@
+package ghost
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// The version clock. Every write a partition's owner applies gets a version
+// from it, and every copy keeps the version with the pair, so that copies
+// that meet (a backup, a transfer, anti-entropy, a healed split) keep the
+// newer of two writes. It is a hybrid logical clock: wall-clock nanoseconds
+// when the clock moves forward, one more than the last version otherwise,
+// and never behind a version this node has seen from a peer. Versions are
+// therefore unique per node, increase on each node, and order writes across
+// nodes by time as far as their clocks agree.
+
+type versionClock struct {
+	last atomic.Uint64
+	wall func() int64 // unix nanoseconds; a field so tests can move time
+}
+
+func newVersionClock(wall func() int64) *versionClock { return &versionClock{wall: wall} }
+
+// next returns a version greater than any returned or observed before.
+func (c *versionClock) next() uint64 {
+	for {
+		last := c.last.Load()
+		v := max(uint64(c.wall()), last+1)
+		if c.last.CompareAndSwap(last, v) {
+			return v
+		}
+	}
+}
+
+// observe moves the clock past a version seen from a peer.
+func (c *versionClock) observe(v uint64) {
+	for {
+		last := c.last.Load()
+		if v <= last || c.last.CompareAndSwap(last, v) {
+			return
+		}
+	}
+}
+
+// versionAge is how long ago version v was issued, as far as this node's
+// wall clock can tell.
+func (c *versionClock) versionAge(v uint64) time.Duration {
+	return time.Duration(c.wall() - int64(v))
+}

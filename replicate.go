@@ -1,0 +1,156 @@
+package ghost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Writes and their copies. A partition's primary decides every write (Add
+// stays atomic: one winner), gives it a version, and sends the result to
+// every other holder of the partition (its backups and the members being
+// filled) at once; it acknowledges only when all of them have applied it.
+// A holder applies a copy only when it was sent under the table it holds
+// itself, so that a primary that lost its partition cannot write to it.
+
+// flagTombstone marks a replica op that carries a delete.
+const flagTombstone = 1
+
+// ErrReplication: the write reached the key's owner but not every copy
+// confirmed it in time, so it is not acknowledged. It may or may not have
+// been applied; the copies agree again once membership settles.
+var ErrReplication = errors.New("ghost: a copy did not confirm the write")
+
+// serveWrite runs a put, add or delete on the partition's primary.
+func (n *Node) serveWrite(ctx context.Context, req *request) response {
+	p := n.partitionOf(req.key)
+	if t := n.table.Load(); req.tver > t.version {
+		n.learnVersion(req.tver)
+		return response{id: req.id, status: statusStale, tver: t.version}
+	}
+	var expires int64
+	if req.op != OpDelete && req.ttl > 0 {
+		expires = time.Now().UnixNano() + req.ttl
+	}
+	pt := n.store.lock(p)
+	// The table is read under the partition lock: a transfer that starts
+	// after a table change sees this write in the store, or the write sees
+	// the new table and copies itself to the new holder.
+	t := n.table.Load()
+	if !t.isPrimary(p) {
+		pt.mu.Unlock()
+		return response{id: req.id, status: statusWrongOwner, tver: t.version}
+	}
+	version := n.store.versions.next()
+	var done bool
+	if req.op == OpDelete {
+		done = n.store.deleteLocked(pt, req.key, version)
+	} else {
+		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op == OpAdd)
+	}
+	pt.mu.Unlock()
+	n.store.evict()
+	n.countWrite(req.op, done)
+	resp := response{id: req.id, tver: t.version}
+	if !done {
+		resp.status = statusNotStored
+		if req.op == OpDelete {
+			resp.status = statusNotFound
+		}
+		return resp
+	}
+	replica := request{op: opReplicate, key: req.key, value: req.value, ttl: expires, tver: t.version, ver: version}
+	if req.op == OpDelete {
+		replica.value, replica.flags = nil, flagTombstone
+	}
+	if err := n.replicate(ctx, t.copiesOf(p), &replica); err != nil {
+		resp.status, resp.msg = statusReplicaFailed, err.Error()
+	}
+	return resp
+}
+
+func (n *Node) countWrite(op Op, done bool) {
+	switch op {
+	case OpPut:
+		n.stats.putRequests.Add(1)
+	case OpAdd:
+		n.stats.addRequests.Add(1)
+	case OpDelete:
+		n.stats.deleteRequests.Add(1)
+		if done {
+			n.stats.removed.Add(1)
+		} else {
+			n.stats.notFound.Add(1)
+		}
+		return
+	}
+	if done {
+		n.stats.stored.Add(1)
+	} else {
+		n.stats.notStored.Add(1)
+	}
+}
+
+// replicate sends a write to every copy at once and waits for all of them,
+// at most RequestTimeout.
+func (n *Node) replicate(ctx context.Context, copies []member, req *request) error {
+	if len(copies) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	errs := make([]error, len(copies))
+	done := make(chan struct{}, len(copies))
+	for i, m := range copies {
+		go func() {
+			errs[i] = n.replicateTo(ctx, m, req)
+			done <- struct{}{}
+		}()
+	}
+	for range copies {
+		<-done
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrReplication, err)
+	}
+	return nil
+}
+
+func (n *Node) replicateTo(ctx context.Context, m member, req *request) error {
+	resp, err := n.peers.get(m.addr).call(ctx, req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.addr, err)
+	}
+	if resp.status != statusOK {
+		n.learnVersion(resp.tver)
+		return fmt.Errorf("%s refused the copy (status %d, its table %d, ours %d)", m.addr, resp.status, resp.tver, req.tver)
+	}
+	return nil
+}
+
+// serveReplica applies a copy of a write its primary made.
+func (n *Node) serveReplica(_ context.Context, req *request) response {
+	p := n.partitionOf(req.key)
+	pt := n.store.lock(p)
+	t := n.table.Load()
+	if req.tver != t.version || !t.holds(p) {
+		pt.mu.Unlock()
+		return n.refuse(req, t, "a copy of a write")
+	}
+	n.store.applyLocked(pt, pairCopy{key: req.key, value: req.value, expires: req.ttl, version: req.ver, tombstone: req.flags&flagTombstone != 0})
+	pt.mu.Unlock()
+	n.store.evict()
+	return response{id: req.id, tver: t.version}
+}
+
+// refuse answers a request sent under another table than t: stale when the
+// sender's is newer (this node fetches it), wrong owner otherwise.
+func (n *Node) refuse(req *request, t *table, what string) response {
+	if req.tver > t.version {
+		n.learnVersion(req.tver)
+		return response{id: req.id, status: statusStale, tver: t.version}
+	}
+	n.log.Debug("ghost: refused "+what+" sent under another table", "its_table", req.tver, "ours", t.version)
+	return response{id: req.id, status: statusWrongOwner, tver: t.version}
+}

@@ -1,0 +1,131 @@
+package ghost
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// The data path: a key's call goes to its partition's primary by this
+// node's table (reads fall back to the other in-sync copies), locally or in
+// one hop. A holder that answers "wrong owner" or "stale table" makes the
+// caller fetch the newer table and try again, within RequestTimeout.
+
+// route sends a key request where its partition is served and returns the
+// reply.
+func (n *Node) route(ctx context.Context, req *request) (response, error) {
+	if n.closed.Load() {
+		return response{}, ErrClosed
+	}
+	if err := checkKey(req.key); err != nil {
+		return response{}, err
+	}
+	p := n.partitionOf(req.key)
+	deadline := time.Now().Add(n.cfg.RequestTimeout)
+	backoff := time.Millisecond
+	var lastErr error
+	for {
+		resp, err, retry := n.tryHolders(ctx, p, req)
+		if !retry {
+			return resp, err
+		}
+		lastErr = err
+		if time.Now().Add(backoff).After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return response{}, ctx.Err()
+		case <-n.done:
+			return response{}, ErrClosed
+		}
+		backoff = min(2*backoff, 50*time.Millisecond)
+	}
+	return response{}, fmt.Errorf("%w: for key %q: %w", ErrNoMoreServers, req.key, lastErr)
+}
+
+// tryHolders makes one attempt at req under the current table: a write
+// goes to the primary only, a read to each in-sync copy in turn. retry
+// says the table may change and a later attempt may succeed.
+func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp response, err error, retry bool) {
+	t := n.table.Load()
+	req.tver = t.version
+	holders := t.owners[p]
+	if req.op != OpGet {
+		holders = holders[:1]
+	}
+	err = fmt.Errorf("no copy of partition %d could be reached", p)
+	for _, i := range holders {
+		m := t.members[i]
+		if m.name == n.self.name {
+			resp = n.serve(ctx, req)
+		} else {
+			pool := n.peers.get(m.addr)
+			if pool.suspect() && len(holders) > 1 {
+				continue
+			}
+			n.stats.forwarded.Add(1)
+			var callErr error
+			resp, callErr = pool.call(ctx, req)
+			if callErr != nil {
+				if ctx.Err() != nil {
+					return response{}, ctx.Err(), false
+				}
+				n.stats.forwardErrors.Add(1)
+				pool.markSuspect()
+				n.log.Warn("ghost: peer failed a call; trying the next", "peer", m.addr, "err", callErr)
+				err = fmt.Errorf("%s: %w", m.addr, callErr)
+				continue
+			}
+		}
+		switch resp.status {
+		case statusWrongOwner, statusStale:
+			n.learnVersion(resp.tver)
+			return resp, fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version), true
+		}
+		resp, err = resp.result()
+		return resp, err, false
+	}
+	return resp, err, true
+}
+
+type broadcastResult struct {
+	addr  string
+	value []byte
+	err   error
+}
+
+// broadcast sends op to every live member at once, this node included, and
+// returns their replies in member order. A flush carries a version, so
+// that copies of older pairs still travelling are refused afterwards.
+func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
+	live, _ := n.liveView()
+	req := request{op: op}
+	if op == OpFlush {
+		req.ver = n.store.versions.next()
+	}
+	out := make([]broadcastResult, len(live))
+	var wg sync.WaitGroup
+	for i, m := range live {
+		out[i].addr = m.addr
+		if m.name == n.self.name {
+			resp, err := n.serve(ctx, &req).result()
+			out[i].value, out[i].err = resp.value, err
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := req
+			resp, err := n.peers.get(m.addr).call(ctx, &r)
+			if err == nil {
+				resp, err = resp.result()
+			}
+			out[i].value, out[i].err = resp.value, err
+		}()
+	}
+	wg.Wait()
+	return out
+}
