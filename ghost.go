@@ -525,4 +525,3 @@ func checkKey(key string) error {
 	}
 	return nil
 }
-
