@@ -2,8 +2,12 @@ package ghost
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +61,7 @@ func testConfig(net *MemNetwork) Config {
 type cluster struct {
 	t     testing.TB
 	net   *MemNetwork // nil for real TCP
+	mu    sync.Mutex  // guards the slots of nodes: writers read them while tests restart nodes
 	nodes []*Node
 }
 
@@ -94,12 +99,16 @@ func (c *cluster) add(tune ...func(*Config)) *Node {
 	if err != nil {
 		c.t.Fatalf("Join: %v", err)
 	}
+	c.mu.Lock()
 	c.nodes = append(c.nodes, n)
+	c.mu.Unlock()
 	return n
 }
 
 // live returns the nodes that have not been stopped.
 func (c *cluster) live() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []*Node
 	for _, n := range c.nodes {
 		if !n.closed.Load() {
@@ -177,4 +186,189 @@ func (c *cluster) copiesOf(key string) int {
 		}
 	}
 	return count
+}
+
+// A ledger of acknowledged writes, for the durability tests: writers on
+// every live node put and delete keys of their own while faults happen;
+// afterwards every key must read back, from every node, as its last
+// acknowledged write left it.
+type ledger struct {
+	mu    sync.Mutex
+	acked map[string]int64   // last acknowledged value; deletedValue for a delete
+	maybe map[string][]int64 // writes that failed after it: they may have applied
+}
+
+const deletedValue = -1
+
+func newLedger() *ledger {
+	return &ledger{acked: map[string]int64{}, maybe: map[string][]int64{}}
+}
+
+// record notes the outcome of writing v (deletedValue for a delete) to key.
+func (l *ledger) record(key string, v int64, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil || (v == deletedValue && errors.Is(err, ErrNotFound)) {
+		l.acked[key] = v
+		delete(l.maybe, key)
+		return
+	}
+	l.maybe[key] = append(l.maybe[key], v)
+}
+
+// verify reads every key of the ledger from every live node and reports
+// the acknowledged writes lost and the stale values served.
+func (l *ledger) verify(t testing.TB, c *cluster) (checked, lost, stale int) {
+	t.Helper()
+	ctx := context.Background()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, want := range l.acked {
+		for _, n := range c.live() {
+			checked++
+			got := int64(deletedValue)
+			it, err := n.Get(ctx, key)
+			switch {
+			case err == nil:
+				got = it.Value.(int64)
+			case !errors.Is(err, ErrCacheMiss):
+				t.Errorf("Get %s via %s: %v", key, n.Addr(), err)
+				continue
+			}
+			if got == want || slices.Contains(l.maybe[key], got) {
+				continue
+			}
+			if got == deletedValue {
+				lost++
+				if lost <= 5 {
+					t.Errorf("lost: %s via %s is missing, acknowledged %d (owner %s)", key, n.Addr(), want, n.Owner(key))
+				}
+			} else {
+				stale++
+				if stale <= 5 {
+					t.Errorf("stale: %s via %s = %d, acknowledged %d", key, n.Addr(), got, want)
+				}
+			}
+		}
+	}
+	return checked, lost, stale
+}
+
+// load is a write workload running against a cluster.
+type load struct {
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	ops    atomic.Int64
+	failed atomic.Int64
+}
+
+// startWriters starts writers goroutines, each putting (and now and then
+// deleting) keys of its own through a random one of via (default: the live
+// nodes), until halted.
+func (c *cluster) startWriters(l *ledger, writers, keysEach int, via ...*Node) *load {
+	w := &load{stop: make(chan struct{})}
+	for g := range writers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for i := int64(1); ; i++ {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				live := via
+				if len(live) == 0 {
+					live = c.live()
+				}
+				n := live[rng.IntN(len(live))]
+				key := fmt.Sprintf("w%d-%d", g, rng.IntN(keysEach))
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				var err error
+				v := i
+				if i%10 == 0 {
+					v = deletedValue
+					err = n.Delete(ctx, key)
+				} else {
+					err = n.Put(ctx, key, v, NoExpiry)
+				}
+				cancel()
+				if errors.Is(err, ErrClosed) {
+					continue // the node was stopped under us: the write never left
+				}
+				l.record(key, v, err)
+				w.ops.Add(1)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					w.failed.Add(1)
+				}
+			}
+		}()
+	}
+	return w
+}
+
+// waitOps waits until the writers have done count more operations.
+func (w *load) waitOps(t testing.TB, count int64) {
+	t.Helper()
+	target := w.ops.Load() + count
+	waitFor(t, 30*time.Second, func() error {
+		if got := w.ops.Load(); got < target {
+			return fmt.Errorf("%d writes done, waiting for %d", got, target)
+		}
+		return nil
+	})
+}
+
+func (w *load) halt() {
+	close(w.stop)
+	w.wg.Wait()
+}
+
+// preload writes count pairs through node 0 and records them.
+func (c *cluster) preload(l *ledger, prefix string, count int) {
+	c.t.Helper()
+	ctx := context.Background()
+	for i := range count {
+		key := fmt.Sprintf("%s-%d", prefix, i)
+		err := c.nodes[0].Put(ctx, key, int64(i), NoExpiry)
+		if err != nil {
+			c.t.Fatalf("preload %s: %v", key, err)
+		}
+		l.record(key, int64(i), nil)
+	}
+}
+
+// restart stops node i gracefully (Leave, with its hand-off) and starts a
+// new process's node on the same address, joining the others.
+func (c *cluster) restart(i int, tune ...func(*Config)) *Node {
+	c.t.Helper()
+	old := c.nodes[i]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := old.Leave(ctx); err != nil {
+		c.t.Fatalf("Leave %s: %v", old.Addr(), err)
+	}
+	return c.startAt(i, old.Addr(), tune...)
+}
+
+// startAt starts a node on addr in slot i, joining the live nodes.
+func (c *cluster) startAt(i int, addr string, tune ...func(*Config)) *Node {
+	c.t.Helper()
+	cfg := testConfig(c.net)
+	cfg.Addr = addr
+	for _, n := range c.live() {
+		cfg.Peers = append(cfg.Peers, n.Addr())
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	n, err := Join(context.Background(), cfg)
+	if err != nil {
+		c.t.Fatalf("Join on %s: %v", addr, err)
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+	return n
 }

@@ -64,10 +64,41 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if req.op == OpDelete {
 		replica.value, replica.flags = nil, flagTombstone
 	}
-	if err := n.replicate(ctx, t.copiesOf(p), &replica); err != nil {
+	if err := n.replicateWrite(ctx, p, t, &replica); err != nil {
 		resp.status, resp.msg = statusReplicaFailed, err.Error()
 	}
 	return resp
+}
+
+// replicateWrite sends a decided write to the copies of partition p under
+// table t. When a copy refuses it (it holds another table) or does not
+// answer, the write is sent again under the next table, as long as this
+// node is still the primary: the next table may have dropped a dead
+// backup or added a member to fill. It gives up after half of
+// RequestTimeout, so that the caller hears back before its own timeout.
+func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout/2)
+	defer cancel()
+	for {
+		err := n.replicate(ctx, t.copiesOf(p), replica)
+		if err == nil {
+			return nil
+		}
+		changed := n.tableChanged.wait()
+		if n.table.Load().version == t.version {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return err
+			}
+		}
+		next := n.table.Load()
+		if !next.isPrimary(p) || ctx.Err() != nil {
+			return err
+		}
+		t = next
+		replica.tver = t.version
+	}
 }
 
 func (n *Node) countWrite(op Op, done bool) {
@@ -92,14 +123,11 @@ func (n *Node) countWrite(op Op, done bool) {
 	}
 }
 
-// replicate sends a write to every copy at once and waits for all of them,
-// at most RequestTimeout.
+// replicate sends a write to every copy at once and waits for all of them.
 func (n *Node) replicate(ctx context.Context, copies []member, req *request) error {
 	if len(copies) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
-	defer cancel()
 	errs := make([]error, len(copies))
 	done := make(chan struct{}, len(copies))
 	for i, m := range copies {
