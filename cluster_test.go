@@ -256,10 +256,11 @@ func (l *ledger) verify(t testing.TB, c *cluster) (checked, lost, stale int) {
 
 // load is a write workload running against a cluster.
 type load struct {
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	ops    atomic.Int64
-	failed atomic.Int64
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	ops      atomic.Int64
+	failed   atomic.Int64
+	firstErr atomic.Value // string
 }
 
 // startWriters starts writers goroutines, each putting (and now and then
@@ -301,6 +302,7 @@ func (c *cluster) startWriters(l *ledger, writers, keysEach int, via ...*Node) *
 				w.ops.Add(1)
 				if err != nil && !errors.Is(err, ErrNotFound) {
 					w.failed.Add(1)
+					w.firstErr.CompareAndSwap(nil, err.Error())
 				}
 			}
 		}()

@@ -21,6 +21,10 @@ import (
 // that have not confirmed it, and retries transfers and fetches.
 const tableTick = 250 * time.Millisecond
 
+// readyBatch is how long the coordinator gathers transfer reports before
+// it publishes the table that makes them in sync.
+const readyBatch = 10 * time.Millisecond
+
 // coordinatorState is the table loop's own state; only the loop touches it.
 type coordinatorState struct {
 	active  bool          // this node was the coordinator at the last step
@@ -39,12 +43,18 @@ func (n *Node) tableLoop() {
 	st := &coordinatorState{}
 	tick := time.NewTicker(tableTick)
 	defer tick.Stop()
+	var batch <-chan time.Time // ready reports are gathered briefly, to publish fewer tables
 	for {
 		select {
 		case <-n.ringDue:
 			n.coordinate(st)
 		case r := <-n.readies:
 			st.readies = append(st.readies, r)
+			if batch == nil {
+				batch = time.After(readyBatch)
+			}
+		case <-batch:
+			batch = nil
 			n.drainReadies(st)
 			n.coordinate(st)
 		case v := <-n.fetchDue:

@@ -213,12 +213,30 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.goBackground(n.tableLoop)
 	n.joinSeeds(ctx, seeds)
+	n.awaitTable(ctx)
 	n.goBackground(func() { n.seedLoop(seeds) })
 	n.goBackground(n.crawlLoop)
 	n.goBackground(n.metricsLoop)
 	n.goBackground(n.antiEntropyLoop)
 	n.log.Info("ghost: node started", "name", n.name, "addr", n.addr, "members", len(n.Members()))
 	return n, nil
+}
+
+// awaitTable waits, when the node has found peers, until it holds the
+// cluster's partition table, at most until ctx ends or RequestTimeout.
+func (n *Node) awaitTable(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	for n.table.Load().version == 0 && len(n.Members()) > 1 {
+		changed := n.tableChanged.wait()
+		n.learnVersion(1)
+		select {
+		case <-changed:
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Get returns the pair stored under key, or ErrCacheMiss.

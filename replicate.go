@@ -66,6 +66,13 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	}
 	if err := n.replicateWrite(ctx, p, t, &replica); err != nil {
 		resp.status, resp.msg = statusReplicaFailed, err.Error()
+		if now := n.table.Load(); !now.isPrimary(p) && req.op != OpAdd {
+			// Ownership moved on while the write was being copied: the
+			// caller sends it again to the new primary. A put or delete
+			// decides the same there; an Add might not (its first try may
+			// have reached the new primary), so it fails instead.
+			resp.status, resp.tver = statusWrongOwner, now.version
+		}
 	}
 	return resp
 }
@@ -79,19 +86,21 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout/2)
 	defer cancel()
+	backoff := time.Millisecond
 	for {
+		changed := n.tableChanged.wait()
 		err := n.replicate(ctx, t.copiesOf(p), replica)
 		if err == nil {
 			return nil
 		}
-		changed := n.tableChanged.wait()
-		if n.table.Load().version == t.version {
-			select {
-			case <-changed:
-			case <-ctx.Done():
-				return err
-			}
+		// Wait for a newer table here, or for a copy to fetch ours.
+		select {
+		case <-changed:
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return err
 		}
+		backoff = min(2*backoff, 50*time.Millisecond)
 		next := n.table.Load()
 		if !next.isPrimary(p) || ctx.Err() != nil {
 			return err

@@ -12,7 +12,7 @@ import (
 func checkLedger(t *testing.T, c *cluster, l *ledger, w *load) {
 	t.Helper()
 	checked, lost, stale := l.verify(t, c)
-	t.Logf("%d writes (%d failed), %d reads checked: %d lost, %d stale", w.ops.Load(), w.failed.Load(), checked, lost, stale)
+	t.Logf("%d writes (%d failed, first: %v), %d reads checked: %d lost, %d stale", w.ops.Load(), w.failed.Load(), w.firstErr.Load(), checked, lost, stale)
 	if lost != 0 || stale != 0 {
 		t.Fatalf("%d acknowledged writes lost, %d stale", lost, stale)
 	}

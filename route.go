@@ -51,6 +51,12 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 // says the table may change and a later attempt may succeed.
 func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp response, err error, retry bool) {
 	t := n.table.Load()
+	if t.version == 0 && len(n.Members()) > 1 {
+		// Just joined: the table of a node alone says it owns everything.
+		// Ask the cluster for its table first.
+		n.fetchNewer(1)
+		t = n.table.Load()
+	}
 	req.tver = t.version
 	holders := t.owners[p]
 	if req.op != OpGet {

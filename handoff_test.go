@@ -1,0 +1,256 @@
+package ghost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// readers reads the given keys in a loop until stopped, counting misses
+// and failed calls: a join or leave must cause neither.
+type readers struct {
+	stop           chan struct{}
+	wg             sync.WaitGroup
+	reads, misses  atomic.Int64
+	failed         atomic.Int64
+	firstMiss, err atomic.Value
+}
+
+func (c *cluster) startReaders(keys []string, count int) *readers {
+	r := &readers{stop: make(chan struct{})}
+	for g := range count {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for i := g; ; i++ {
+				select {
+				case <-r.stop:
+					return
+				default:
+				}
+				live := c.live()
+				n := live[i%len(live)]
+				k := keys[i%len(keys)]
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := n.Get(ctx, k)
+				cancel()
+				switch {
+				case errors.Is(err, ErrClosed):
+					continue
+				case errors.Is(err, ErrCacheMiss):
+					r.misses.Add(1)
+					r.firstMiss.CompareAndSwap(nil, fmt.Sprintf("%s via %s", k, n.Addr()))
+				case err != nil:
+					r.failed.Add(1)
+					r.err.CompareAndSwap(nil, err.Error())
+				}
+				r.reads.Add(1)
+			}
+		}()
+	}
+	return r
+}
+
+func (r *readers) halt(t *testing.T) {
+	t.Helper()
+	close(r.stop)
+	r.wg.Wait()
+	t.Logf("%d reads: %d misses (first %v), %d failed (first %v)", r.reads.Load(), r.misses.Load(), r.firstMiss.Load(), r.failed.Load(), r.err.Load())
+	if r.misses.Load() != 0 || r.failed.Load() != 0 {
+		t.Fatalf("reads of pairs written before: %d misses, %d failed calls", r.misses.Load(), r.failed.Load())
+	}
+}
+
+func preloadedKeys(prefix string, count int) []string {
+	keys := make([]string, count)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return keys
+}
+
+func TestJoinUnderLoadCausesNoMiss(t *testing.T) {
+	c := newCluster(t, 3, false)
+	l := newLedger()
+	c.preload(l, "pre", 3000)
+	r := c.startReaders(preloadedKeys("pre", 3000), 3)
+	w := c.startWriters(l, 3, 300)
+	w.waitOps(t, 100)
+	c.add(func(cfg *Config) { cfg.Peers = []string{c.nodes[1].Addr()} })
+	c.add()
+	c.waitConverged()
+	w.waitOps(t, 100)
+	w.halt()
+	r.halt(t)
+	if f := w.failed.Load(); f != 0 {
+		t.Errorf("%d writes failed during the join", f)
+	}
+	checkLedger(t, c, l, w)
+	var moved uint64
+	for _, n := range c.live() {
+		moved += n.transfers.moved.Load()
+	}
+	// Two joiners of five take about 2/5 of 2 copies of 3,300+ pairs.
+	t.Logf("pairs streamed: %d", moved)
+	if moved == 0 {
+		t.Fatal("nothing was streamed to the new nodes")
+	}
+}
+
+func TestLeaveHandsOffCausesNoMiss(t *testing.T) {
+	c := newCluster(t, 4, false)
+	l := newLedger()
+	c.preload(l, "pre", 2000)
+	r := c.startReaders(preloadedKeys("pre", 2000), 2)
+	w := c.startWriters(l, 2, 200, c.nodes[0], c.nodes[1], c.nodes[2])
+	w.waitOps(t, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.nodes[3].Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConverged()
+	w.halt()
+	r.halt(t)
+	checkLedger(t, c, l, w)
+}
+
+func TestRollingRestartLosesNothing(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		t.Run(fmt.Sprint("tcp=", tcp), func(t *testing.T) {
+			size := 5
+			if tcp {
+				size = 3
+			}
+			c := newCluster(t, size, tcp)
+			l := newLedger()
+			c.preload(l, "pre", 2000)
+			w := c.startWriters(l, 3, 300)
+			for i := range c.nodes {
+				w.waitOps(t, 50)
+				c.restart(i)
+				c.waitConverged()
+			}
+			w.waitOps(t, 50)
+			w.halt()
+			checkLedger(t, c, l, w)
+		})
+	}
+}
+
+func TestSameAddressRestartIsANewMember(t *testing.T) {
+	c := newCluster(t, 3, false, fastFailureDetection)
+	l := newLedger()
+	c.preload(l, "pre", 500)
+	old := c.nodes[2]
+	oldName := old.name
+	old.halt() // a crash, and at once a new process on the same address
+	n := c.startAt(2, old.Addr(), fastFailureDetection)
+	if n.name == oldName {
+		t.Fatal("the new process has the old one's name")
+	}
+	c.waitConverged()
+	tb := c.nodes[0].table.Load()
+	if tb.index(oldName) >= 0 || tb.index(n.name) < 0 {
+		t.Fatalf("the table lists the old incarnation or not the new one: %v", tb.members)
+	}
+	checkLedger(t, c, l, &load{})
+}
+
+func TestDeletesAndPutsRacingATransfer(t *testing.T) {
+	c := newCluster(t, 2, false)
+	ctx := context.Background()
+	l := newLedger()
+	c.preload(l, "race", 4000)
+	// While the new node fills, delete every third key and rewrite every
+	// third other one.
+	c.add()
+	for i := 0; i < 4000; i += 3 {
+		k := fmt.Sprintf("race-%d", i)
+		l.record(k, deletedValue, c.nodes[i%2].Delete(ctx, k))
+		k = fmt.Sprintf("race-%d", i+1)
+		l.record(k, int64(10000+i), c.nodes[(i+1)%2].Put(ctx, k, int64(10000+i), NoExpiry))
+	}
+	c.waitConverged()
+	checkLedger(t, c, l, &load{})
+}
+
+func TestFlushDuringATransferEmptiesBothSides(t *testing.T) {
+	c := newCluster(t, 2, false)
+	l := newLedger()
+	c.preload(l, "fl", 4000)
+	c.add()
+	if err := c.nodes[0].Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConverged()
+	for _, n := range c.live() {
+		if got := n.store.len(); got != 0 {
+			t.Fatalf("%s holds %d pairs after a flush", n.Addr(), got)
+		}
+	}
+}
+
+func TestIsolatedNodeConvergesWhenHealed(t *testing.T) {
+	c := newCluster(t, 3, false, fastFailureDetection)
+	l := newLedger()
+	c.preload(l, "pre", 1000)
+	cut := c.nodes[2]
+	c.net.Isolate(cut.Addr())
+	w := c.startWriters(l, 2, 300, c.nodes[0], c.nodes[1])
+	waitFor(t, 20*time.Second, func() error {
+		if m := c.nodes[0].table.Load().members; len(m) != 2 {
+			return fmt.Errorf("the majority's table still has %d members", len(m))
+		}
+		return nil
+	})
+	w.waitOps(t, 300)
+	// The cut-off node, alone of three, has no majority: it keeps its table
+	// and cannot take the others' partitions.
+	if v := cut.table.Load(); len(v.members) != 3 {
+		t.Fatalf("the cut-off node changed its table to %d members", len(v.members))
+	}
+	c.net.Heal(cut.Addr())
+	c.waitConverged()
+	w.halt()
+	checkLedger(t, c, l, w)
+}
+
+func TestNodeKilledMidTransfer(t *testing.T) {
+	for _, victim := range []string{"receiver", "source", "coordinator"} {
+		t.Run(victim, func(t *testing.T) {
+			c := newCluster(t, 3, false, fastFailureDetection)
+			l := newLedger()
+			c.preload(l, "big", 20000)
+			joiner := c.add(fastFailureDetection)
+			var target *Node
+			waitFor(t, 20*time.Second, func() error {
+				switch victim {
+				case "receiver":
+					target = joiner
+					return nil
+				case "coordinator":
+					target = c.nodes[0]
+					if target.transfers.inFlight() > 0 || c.nodes[1].transfers.inFlight() > 0 || c.nodes[2].transfers.inFlight() > 0 {
+						return nil
+					}
+				case "source":
+					for _, n := range c.nodes[1:3] {
+						if n.transfers.inFlight() > 0 {
+							target = n
+							return nil
+						}
+					}
+				}
+				return errors.New("no transfer under way yet")
+			})
+			target.halt()
+			c.waitConverged()
+			checkLedger(t, c, l, &load{})
+		})
+	}
+}
