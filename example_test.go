@@ -220,3 +220,54 @@ func ExampleNewMemNetwork() {
 	// 127.0.0.1:20001 teal
 	// 127.0.0.1:20002 teal
 }
+
+// A rolling restart: before a node is stopped, WaitSafe makes sure every
+// partition has its copies; Leave hands the node's partitions to the
+// others, so nothing it held is lost.
+func ExampleNode_WaitSafe() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	network := ghost.NewMemNetwork()
+	var nodes []*ghost.Node
+	for range 3 {
+		cfg := ghost.Config{Addr: "127.0.0.1:0", Network: network} // Replicas: 2 by default
+		if len(nodes) > 0 {
+			cfg.Peers = []string{nodes[0].Addr()}
+		}
+		n, err := ghost.Join(ctx, cfg)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		if err := n.WaitSafe(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for i := range 100 {
+		if err := nodes[0].Put(ctx, fmt.Sprint("user:", i), i, ghost.NoExpiry); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	// Stop node 2 the graceful way, then wait until the survivors are Safe.
+	if err := nodes[2].Leave(ctx); err != nil {
+		log.Fatal(err)
+	}
+	for _, n := range nodes[:2] {
+		if err := n.WaitSafe(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	found := 0
+	for i := range 100 {
+		if _, err := nodes[1].Get(ctx, fmt.Sprint("user:", i)); err == nil {
+			found++
+		}
+	}
+	fmt.Println(nodes[1].Members(), found, "of 100 pairs")
+	// Output:
+	// [127.0.0.1:20000 127.0.0.1:20001] 100 of 100 pairs
+}
