@@ -138,6 +138,8 @@ type Node struct {
 	store *store
 	stats *watchdog
 
+	latency *latencies // of the calls route answers
+
 	snitchHist, watchdogHist history
 
 	ep      endpoint
@@ -188,6 +190,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		stats:        &watchdog{},
+		latency:      newLatencies(),
 		snitchHist:   history{max: cfg.MetricsHistory},
 		watchdogHist: history{max: cfg.MetricsHistory},
 		ep:           ep,
@@ -490,11 +493,14 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 	if err := checkKey(req.key); err != nil {
 		return response{}, err
 	}
+	start := time.Now()
 	r := n.ring.Load()
 	for _, i := range r.owners[n.partitionOf(req.key)] {
 		m := r.members[i]
 		if m.name == n.name {
-			return n.serve(req).result()
+			resp, err := n.serve(req).result()
+			n.latency.observe(req.op, false, start)
+			return resp, err
 		}
 		p := n.peers.get(m.addr)
 		if p.suspect() {
@@ -503,6 +509,7 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 		n.stats.forwarded.Add(1)
 		resp, err := p.call(ctx, req)
 		if err == nil {
+			n.latency.observe(req.op, true, start)
 			return resp.result()
 		}
 		if ctx.Err() != nil {
