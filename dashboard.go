@@ -240,16 +240,17 @@ func (d *dashboard) record(m *dashMember, now time.Time) {
 // errNoSample: a member answered a metrics call with no sample.
 var errNoSample = errors.New("ghost: no metrics sample in the reply")
 
-// sample is a member's latest sample of one kind, or why there is none.
-type sample struct {
+// latestSample is a member's latest sample of one kind, or why there is
+// none.
+type latestSample struct {
 	values map[string]int64
 	err    error
 }
 
 // latestSamples takes each member's latest sample from a broadcast of a
 // metrics call, by address.
-func latestSamples(results []broadcastResult) map[string]sample {
-	out := make(map[string]sample, len(results))
+func latestSamples(results []broadcastResult) map[string]latestSample {
+	out := make(map[string]latestSample, len(results))
 	for _, r := range results {
 		var samples []Sample
 		err := r.err
@@ -260,10 +261,10 @@ func latestSamples(results []broadcastResult) map[string]sample {
 			err = errNoSample
 		}
 		if err != nil {
-			out[r.addr] = sample{err: err}
+			out[r.addr] = latestSample{err: err}
 			continue
 		}
-		out[r.addr] = sample{values: samples[len(samples)-1].Values}
+		out[r.addr] = latestSample{values: samples[len(samples)-1].Values}
 	}
 	return out
 }

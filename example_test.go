@@ -220,3 +220,16 @@ func ExampleNewMemNetwork() {
 	// 127.0.0.1:20001 teal
 	// 127.0.0.1:20002 teal
 }
+
+func ExampleNodeAddr() {
+	for _, s := range []string{"10.0.0.7", "10.0.0.7:7000", "fd00::7", "Cache-3.internal", "10.0.0.7:99999"} {
+		addr, err := ghost.NodeAddr(s)
+		fmt.Println(addr, err)
+	}
+	// Output:
+	// 10.0.0.7:7991 <nil>
+	// 10.0.0.7:7000 <nil>
+	// [fd00::7]:7991 <nil>
+	// cache-3.internal:7991 <nil>
+	//  ghost: address "10.0.0.7:99999": port "99999" is not a number from 1 to 65535
+}

@@ -3,6 +3,7 @@
 //
 //	go run ./examples/cluster            # 3 node processes
 //	go run ./examples/cluster -nodes 5
+//	go run ./examples/cluster -wait      # then stay up until Ctrl-C
 //
 // It writes a node file listing one free 127.0.0.1 port per node, starts
 // one OS process per node (this program again, each embedding a node that
@@ -15,6 +16,10 @@
 //   - kills one node with SIGKILL, as a crash would, and shows the others
 //     notice it within seconds and keep serving;
 //   - shuts the survivors down with Leave.
+//
+// It prints each node's dashboard and Prometheus metrics URLs. With -wait,
+// before shutting down, it restarts the killed node and keeps the cluster
+// up, with a little traffic, until Ctrl-C, so that you can open them.
 //
 // All traffic stays on 127.0.0.1. Node processes die with the program.
 package main
@@ -73,6 +78,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.SetOutput(out)
 	size := fs.Int("nodes", 3, "number of node processes, at least 3")
+	wait := fs.Bool("wait", false, "before shutting down, restart the killed node and stay up until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -129,6 +135,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		say("  node %d  pid %-7d %s", p.num, p.cmd.Process.Pid, p.addr)
 	}
+	sayURLs(say, nodes)
 	name := func(addr string) string {
 		for _, p := range nodes {
 			if p.addr == addr {
@@ -222,6 +229,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	say("node %d  get %-9s -> %-19s owner %s", reader.num, lostKey, r.Msg+" "+r.Value, name(r.Owner))
+
+	if *wait {
+		if err := stayUp(ctx, exe, nodeFile, nodes, addrs, say); err != nil {
+			return err
+		}
+		survivors = nodes
+		ctx = context.WithoutCancel(ctx) // Ctrl-C ended the wait; now leave
+	}
 
 	say("\n== Shutdown")
 	for _, p := range survivors {
