@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostdb/ghost/internal/poll"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -128,17 +129,7 @@ func (c *cluster) waitConverged() {
 // with cond's last error.
 func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, timeout, cond)
 }
 
 // keyOwnedBy returns a key whose owner is n and not from.

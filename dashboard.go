@@ -54,13 +54,15 @@ type dashMember struct {
 	PartitionsBackedUp int      `json:"partitionsBackedUp"`
 }
 
-// dashPoint is one gathering of a member's figures, for the charts.
+// dashPoint is one gathering of a member's figures, for the charts. The
+// counters are cumulative: the page computes rates over the span it wants.
 type dashPoint struct {
-	T     int64    `json:"t"` // Unix milliseconds
-	Pairs int64    `json:"pairs"`
-	Bytes int64    `json:"bytes"`
-	Hit   *float64 `json:"hit"` // hit ratio of the gets since the previous point; null without gets
-	Ops   *float64 `json:"ops"` // requests per second since the previous point
+	T        int64 `json:"t"` // Unix milliseconds
+	Pairs    int64 `json:"pairs"`
+	Bytes    int64 `json:"bytes"`
+	Requests int64 `json:"requests"`
+	Gets     int64 `json:"gets"`
+	Misses   int64 `json:"misses"`
 }
 
 // dashData is the reply of GET /dashboard/data.
@@ -206,7 +208,8 @@ func (m *dashMember) setFigures(sys, app map[string]int64) {
 	m.Requests, m.Gets, m.Misses = app["TotalRequests"], app["GetRequests"], app["CacheMiss"]
 	m.Forwarded = app["Forwarded"]
 	if m.Gets > 0 {
-		m.HitRatio = ratio(m.Gets-m.Misses, m.Gets)
+		hits := float64(m.Gets-m.Misses) / float64(m.Gets)
+		m.HitRatio = &hits
 	}
 }
 
@@ -219,14 +222,10 @@ func (d *dashboard) record(m *dashMember, now time.Time) {
 		s = &dashSeries{}
 		d.series[m.Name] = s
 	}
-	p := dashPoint{T: now.UnixMilli(), Pairs: m.Pairs, Bytes: m.Bytes}
-	prev := s.last
-	if dt := now.Sub(s.seen).Seconds(); !s.seen.IsZero() && dt > 0 && m.Requests >= prev.Requests && m.Gets >= prev.Gets {
-		ops := float64(m.Requests-prev.Requests) / dt
-		m.OpsPerSec, p.Ops = &ops, &ops
-		if gets := m.Gets - prev.Gets; gets > 0 {
-			p.Hit = ratio(gets-(m.Misses-prev.Misses), gets)
-		}
+	p := dashPoint{T: now.UnixMilli(), Pairs: m.Pairs, Bytes: m.Bytes, Requests: m.Requests, Gets: m.Gets, Misses: m.Misses}
+	if dt := now.Sub(s.seen).Seconds(); !s.seen.IsZero() && dt > 0 && m.Requests >= s.last.Requests {
+		ops := float64(m.Requests-s.last.Requests) / dt
+		m.OpsPerSec = &ops
 	}
 	old := 0
 	for old < len(s.points) && (now.Sub(time.UnixMilli(s.points[old].T)) > dashWindow || len(s.points)-old >= dashMaxPoints) {
@@ -267,11 +266,6 @@ func latestSamples(results []broadcastResult) map[string]latestSample {
 		out[r.addr] = latestSample{values: samples[len(samples)-1].Values}
 	}
 	return out
-}
-
-func ratio(part, whole int64) *float64 {
-	r := float64(part) / float64(whole)
-	return &r
 }
 
 // errorText is the text of the first error that is not nil.

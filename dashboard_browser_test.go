@@ -169,6 +169,112 @@ func pageNumber(s string) (float64, error) {
 	return strconv.ParseFloat(strings.ReplaceAll(s, ",", ""), 64)
 }
 
+// showsMembers checks that the page lists every node of c, alive, with the
+// pairs it holds, and the total the nodes hold.
+func (p pageState) showsMembers(c *cluster, served string) error {
+	if p.Status != "live" || p.Served != served {
+		return fmt.Errorf("status %q, served by %q", p.Status, p.Served)
+	}
+	var held int64
+	for _, n := range c.nodes {
+		state, pairs, _, ok := p.member(n.Addr())
+		if !ok || state != stateAlive || pairs != fmt.Sprint(n.store.len()) {
+			return fmt.Errorf("member %s: listed %v, state %q, pairs %q (holds %d)", n.Addr(), ok, state, pairs, n.store.len())
+		}
+		held += n.store.len()
+	}
+	if len(p.Members) != len(c.nodes) {
+		return fmt.Errorf("%d members listed", len(p.Members))
+	}
+	if got, err := pageNumber(p.SumPairs); err != nil || got != float64(held) {
+		return fmt.Errorf("total pairs %q, the nodes hold %d", p.SumPairs, held)
+	}
+	return nil
+}
+
+// showsTraffic checks that the page shows requests per second and draws a
+// line of several points for every node in the charts.
+func (p pageState) showsTraffic(c *cluster) error {
+	if ops, err := pageNumber(p.SumOps); err != nil || ops <= 0 {
+		return fmt.Errorf("requests/s %q, want > 0 with traffic", p.SumOps)
+	}
+	for _, chart := range []string{"pairs", "bytes", "ops"} {
+		for _, n := range c.nodes {
+			if !strings.Contains(p.LineNodes[chart], n.Addr()) {
+				return fmt.Errorf("chart %s has no line for %s (has %q)", chart, n.Addr(), p.LineNodes[chart])
+			}
+		}
+		for _, points := range p.Lines[chart] {
+			if points < 2 {
+				return fmt.Errorf("chart %s: a line of %d points", chart, points)
+			}
+		}
+	}
+	if len(p.Lines["hit"]) == 0 {
+		return fmt.Errorf("hit ratio chart draws no line after gets")
+	}
+	return nil
+}
+
+// checkPartitionMap checks that the map shows every partition with the
+// owner n reports, and that every member owns some.
+func (p pageState) checkPartitionMap(t *testing.T, c *cluster, n *Node) {
+	t.Helper()
+	view := n.partitionView()
+	if len(p.Cells) != len(view) {
+		t.Errorf("partition map shows %d cells, want %d", len(p.Cells), len(view))
+	}
+	for i, owner := range p.Cells {
+		if i < len(view) && owner != view[i].Owner {
+			t.Fatalf("partition %d shown owned by %s, the node says %s", i, owner, view[i].Owner)
+		}
+	}
+	for _, m := range c.nodes {
+		if !slices.Contains(p.Cells, m.Addr()) {
+			t.Errorf("%s owns no cell of the partition map", m.Addr())
+		}
+	}
+}
+
+// startTraffic keeps getting keys from every node of c, "first-0" to
+// "first-59", until the function it returns is called.
+func startTraffic(c *cluster) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			_, _ = c.nodes[i%len(c.nodes)].Get(context.Background(), fmt.Sprint("first-", i%60))
+		}
+	}()
+	return sync.OnceFunc(func() { close(done); <-stopped })
+}
+
+// saveScreenshot saves the page as a PNG in the test's temporary directory,
+// and where GHOST_DASHBOARD_PNG says (GHOST_DASHBOARD_PNG=docs/dashboard.png
+// refreshes the README's image).
+func saveScreenshot(t *testing.T, tab context.Context) {
+	t.Helper()
+	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	shot := filepath.Join(t.TempDir(), "dashboard.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+	if dst := os.Getenv("GHOST_DASHBOARD_PNG"); dst != "" {
+		if err := os.WriteFile(dst, png, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestDashboardInBrowser(t *testing.T) {
 	chrome := findChromium()
 	if chrome == "" {
@@ -177,12 +283,6 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	c := newCluster(t, 3, true)
 	ctx := context.Background()
-	held := func() (total int64) {
-		for _, n := range c.nodes {
-			total += n.store.len()
-		}
-		return total
-	}
 	for i := range 30 {
 		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("first-", i), strings.Repeat("v", i), NoExpiry); err != nil {
 			t.Fatal(err)
@@ -191,7 +291,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	tab, errs := newBrowser(t, chrome)
 	tab, cancel := context.WithTimeout(tab, 60*time.Second)
 	defer cancel()
-	url := "http://" + c.nodes[0].Addr() + "/dashboard"
+	serving := c.nodes[0]
+	url := "http://" + serving.Addr() + "/dashboard"
 	if err := chromedp.Do(tab, chromedp.Navigate(url)); err != nil {
 		t.Fatalf("open %s: %v", url, err)
 	}
@@ -206,89 +307,34 @@ func TestDashboardInBrowser(t *testing.T) {
 		if err := read(); err != nil {
 			return err
 		}
-		if page.Status != "live" || page.Served != c.nodes[0].Addr() {
-			return fmt.Errorf("status %q, served by %q", page.Status, page.Served)
-		}
-		for _, n := range c.nodes {
-			state, pairs, _, ok := page.member(n.Addr())
-			if !ok || state != stateAlive || pairs != fmt.Sprint(n.store.len()) {
-				return fmt.Errorf("member %s: listed %v, state %q, pairs %q (holds %d)", n.Addr(), ok, state, pairs, n.store.len())
-			}
-		}
-		if len(page.Members) != 3 {
-			return fmt.Errorf("%d members listed", len(page.Members))
-		}
-		if got, err := pageNumber(page.SumPairs); err != nil || got != float64(held()) {
-			return fmt.Errorf("total pairs %q, the nodes hold %d", page.SumPairs, held())
-		}
-		return nil
+		return page.showsMembers(c, serving.Addr())
 	})
 	before := page.SumPairs
 
 	// Traffic: more pairs, and gets that hit and miss until the page has
-	// shown it. The figures change and the charts draw a line per node.
+	// shown them. The figures change and the charts draw every node.
 	for i := range 45 {
 		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("second-", i), i, NoExpiry); err != nil {
 			t.Fatal(err)
 		}
 	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	stopTraffic := sync.OnceFunc(func() { close(stop); <-stopped })
+	stopTraffic := startTraffic(c)
 	defer stopTraffic()
-	go func() {
-		defer close(stopped)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			_, _ = c.nodes[i%3].Get(ctx, fmt.Sprint("first-", i%60)) // 30 hit, 30 miss
-		}
-	}()
 	waitFor(t, 20*time.Second, func() error {
 		if err := read(); err != nil {
 			return err
 		}
-		if got, err := pageNumber(page.SumPairs); err != nil || got != float64(held()) || page.SumPairs == before {
-			return fmt.Errorf("total pairs %q (was %s), the nodes hold %d", page.SumPairs, before, held())
+		if page.SumPairs == before {
+			return fmt.Errorf("total pairs still %s", before)
 		}
-		if ops, err := pageNumber(page.SumOps); err != nil || ops <= 0 {
-			return fmt.Errorf("requests/s %q, want > 0 after the traffic", page.SumOps)
+		if err := page.showsMembers(c, serving.Addr()); err != nil {
+			return err
 		}
-		for _, chart := range []string{"pairs", "bytes", "ops"} {
-			for _, n := range c.nodes {
-				if !strings.Contains(page.LineNodes[chart], n.Addr()) {
-					return fmt.Errorf("chart %s has no line for %s (has %q)", chart, n.Addr(), page.LineNodes[chart])
-				}
-			}
-			for _, points := range page.Lines[chart] {
-				if points < 2 {
-					return fmt.Errorf("chart %s: a line of %d points", chart, points)
-				}
-			}
-		}
-		if len(page.Lines["hit"]) == 0 {
-			return fmt.Errorf("hit ratio chart draws no line after gets")
-		}
-		return nil
+		return page.showsTraffic(c)
 	})
 	stopTraffic()
 
-	// The partition map: every partition, each owned by a member.
-	if len(page.Cells) != c.nodes[0].cfg.PartitionCount {
-		t.Errorf("partition map shows %d cells, want %d", len(page.Cells), c.nodes[0].cfg.PartitionCount)
-	}
-	for p, owner := range page.Cells {
-		if want := c.nodes[0].partitionView()[p].Owner; owner != want {
-			t.Fatalf("partition %d shown owned by %s, the node says %s", p, owner, want)
-		}
-	}
-	for _, n := range c.nodes {
-		if !slices.Contains(page.Cells, n.Addr()) {
-			t.Errorf("%s owns no cell of the partition map", n.Addr())
-		}
-	}
+	page.checkPartitionMap(t, c, serving)
 	// Nothing came from anywhere but the node.
 	for _, r := range page.Resources {
 		if !strings.HasPrefix(r, page.Origin+"/") {
@@ -298,20 +344,5 @@ func TestDashboardInBrowser(t *testing.T) {
 	if e := errs.all(); len(e) > 0 {
 		t.Errorf("errors in the browser:\n%s", strings.Join(e, "\n"))
 	}
-
-	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	shot := filepath.Join(t.TempDir(), "dashboard.png")
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
-	// GHOST_DASHBOARD_PNG=docs/dashboard.png refreshes the README's image.
-	if dst := os.Getenv("GHOST_DASHBOARD_PNG"); dst != "" {
-		if err := os.WriteFile(dst, png, 0o644); err != nil {
-			t.Error(err)
-		}
-	}
+	saveScreenshot(t, tab)
 }

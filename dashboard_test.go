@@ -65,7 +65,7 @@ func TestDashboardData(t *testing.T) {
 		if m.OpsPerSec != nil || m.HitRatio != nil || m.HeapBytes == 0 || m.Goroutines == 0 {
 			t.Errorf("member %s: first gathering %+v; want no rate, no hit ratio yet, memory figures", n.Addr(), m)
 		}
-		if pts := d.Series[n.name]; len(pts) != 1 || pts[0].Pairs != m.Pairs || pts[0].Ops != nil {
+		if pts := d.Series[n.name]; len(pts) != 1 || pts[0].Pairs != m.Pairs || pts[0].Requests != m.Requests {
 			t.Errorf("member %s: series %+v", n.Addr(), pts)
 		}
 		owned += m.PartitionsOwned
@@ -95,11 +95,11 @@ func TestDashboardData(t *testing.T) {
 	})
 	m, _ := next.member(owner.Addr())
 	pts := next.Series[owner.name]
-	if m.OpsPerSec == nil || *m.OpsPerSec <= 0 || len(pts) != 2 || pts[1].Ops == nil || *pts[1].Ops != *m.OpsPerSec {
-		t.Fatalf("owner after traffic: %+v, series %+v", m, pts)
+	if m.OpsPerSec == nil || *m.OpsPerSec <= 0 || len(pts) != 2 || pts[1].Requests != pts[0].Requests+3 {
+		t.Fatalf("owner after a put and two gets: %+v, series %+v", m, pts)
 	}
-	if pts[1].Hit == nil || *pts[1].Hit != 0.5 || m.HitRatio == nil || *m.HitRatio != 0.5 {
-		t.Errorf("owner after a hit and a miss: point hit %v, hit ratio %v; want 0.5", pts[1].Hit, m.HitRatio)
+	if pts[1].Gets-pts[0].Gets != 2 || pts[1].Misses-pts[0].Misses != 1 || m.HitRatio == nil || *m.HitRatio != 0.5 {
+		t.Errorf("owner after a hit and a miss: series %+v, hit ratio %v; want 0.5", pts, m.HitRatio)
 	}
 	// ?since= leaves out the points the page has.
 	for name, pts := range dashboardData(t, hc, serving, next.Time).Series {

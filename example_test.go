@@ -224,12 +224,16 @@ func ExampleNewMemNetwork() {
 func ExampleNodeAddr() {
 	for _, s := range []string{"10.0.0.7", "10.0.0.7:7000", "fd00::7", "Cache-3.internal", "10.0.0.7:99999"} {
 		addr, err := ghost.NodeAddr(s)
-		fmt.Println(addr, err)
+		if err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		fmt.Println(addr)
 	}
 	// Output:
-	// 10.0.0.7:7991 <nil>
-	// 10.0.0.7:7000 <nil>
-	// [fd00::7]:7991 <nil>
-	// cache-3.internal:7991 <nil>
-	//  ghost: address "10.0.0.7:99999": port "99999" is not a number from 1 to 65535
+	// 10.0.0.7:7991
+	// 10.0.0.7:7000
+	// [fd00::7]:7991
+	// cache-3.internal:7991
+	// error: ghost: address "10.0.0.7:99999": port "99999" is not a number from 1 to 65535
 }

@@ -70,11 +70,12 @@ func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name strin
 	return found[0]
 }
 
-func TestMetricsEndpoint(t *testing.T) {
-	c := newCluster(t, 3, true)
-	hc := newGatewayClient(t).hc
+// metricsTraffic makes calls on n for a key it owns and one other owns:
+// for each a put, a get and an add that finds it held; a get that misses
+// and a delete of the local key. It returns the remote key.
+func metricsTraffic(t *testing.T, c *cluster, n, other *Node) string {
+	t.Helper()
 	ctx := context.Background()
-	n, other := c.nodes[0], c.nodes[1]
 	local, remote := c.keyOwnedBy(n, "local"), c.keyOwnedBy(other, "remote")
 	for _, key := range []string{local, remote} {
 		if err := n.Put(ctx, key, "v", NoExpiry); err != nil {
@@ -93,6 +94,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err := n.Delete(ctx, local); err != nil {
 		t.Fatal(err)
 	}
+	return remote
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	c := newCluster(t, 3, true)
+	hc := newGatewayClient(t).hc
+	n, other := c.nodes[0], c.nodes[1]
+	remote := metricsTraffic(t, c, n, other)
 
 	f := scrape(t, hc, n)
 	self := map[string]string{"node": n.Addr()}

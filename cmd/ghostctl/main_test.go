@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ghostdb/ghost"
+	"github.com/ghostdb/ghost/internal/poll"
 	"go.uber.org/goleak"
 )
 
@@ -51,7 +52,7 @@ func startCluster(t *testing.T, size int, tune ...func(*ghost.Config)) []*ghost.
 		}
 		nodes = append(nodes, n)
 	}
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			if got := len(n.Members()); got != size {
 				return fmt.Errorf("%s lists %d members, want %d", n.Addr(), got, size)
@@ -60,23 +61,6 @@ func startCluster(t *testing.T, size int, tune ...func(*ghost.Config)) []*ghost.
 		return nil
 	})
 	return nodes
-}
-
-// eventually polls cond until it returns nil, failing the test at the
-// deadline with its last error.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // result is what one run of ghostctl did.
@@ -103,8 +87,14 @@ func must(t *testing.T, code int, args ...string) result {
 
 func TestKeyCommands(t *testing.T) {
 	nodes := startCluster(t, 3)
+	t.Run("values", func(t *testing.T) { testValues(t, nodes) })
+	t.Run("outcomes", func(t *testing.T) { testOutcomes(t, nodes[0].Addr()) })
+	t.Run("TTL and flush", func(t *testing.T) { testTTLAndFlush(t, nodes) })
+}
+
+// testValues puts values of every kind and reads them in Go and back.
+func testValues(t *testing.T, nodes []*ghost.Node) {
 	addr := nodes[0].Addr()
-	ctx := context.Background()
 	for _, tc := range []struct {
 		value string
 		want  any // as the Go API reads it
@@ -124,7 +114,7 @@ func TestKeyCommands(t *testing.T) {
 			t.Errorf("put %s: %q", tc.value, r.stdout)
 		}
 		for _, n := range nodes {
-			it, err := n.Get(ctx, key)
+			it, err := n.Get(context.Background(), key)
 			if err != nil || !reflect.DeepEqual(it.Value, tc.want) {
 				t.Errorf("put %s, read in Go on %s: %#v %v, want %#v", tc.value, n.Addr(), it.Value, err, tc.want)
 			}
@@ -135,8 +125,26 @@ func TestKeyCommands(t *testing.T) {
 			t.Errorf("get %s printed %q: not JSON", key, r.stdout)
 		}
 	}
+	// A value that looks like a flag goes after --.
+	must(t, 0, "-addr", addr, "put", "dash", "--", "-hello-")
+	if r := must(t, 0, "-addr", addr, "get", "dash"); r.stdout != "\"-hello-\"\n" {
+		t.Errorf("get dash: %q", r.stdout)
+	}
+	// -json prints the node's reply.
+	r := must(t, 0, "-json", "-addr", addr, "get", "user:42")
+	var rep struct {
+		Gobj    struct{ Key, Value any }
+		Status  int
+		Message string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || rep.Status != 1 || rep.Message != "OK" || rep.Gobj.Value != 42.0 {
+		t.Errorf("-json get: %q (%v)", r.stdout, err)
+	}
+}
 
-	// Outcomes: the word on stderr, exit status 1.
+// testOutcomes checks the words and exit statuses of the cache's answers,
+// and of an error a node reports.
+func testOutcomes(t *testing.T, addr string) {
 	must(t, 0, "-addr", addr, "add", "fresh", "1")
 	for _, tc := range []struct {
 		args []string
@@ -154,28 +162,21 @@ func TestKeyCommands(t *testing.T) {
 	if r := must(t, 0, "-addr", addr, "delete", "fresh"); r.stdout != "REMOVED\n" {
 		t.Errorf("delete: %q", r.stdout)
 	}
-	// A value that looks like a flag goes after --.
-	must(t, 0, "-addr", addr, "put", "dash", "--", "-hello-")
-	if r := must(t, 0, "-addr", addr, "get", "dash"); r.stdout != "\"-hello-\"\n" {
-		t.Errorf("get dash: %q", r.stdout)
+	// Errors the node reports: exit status 2, with its words.
+	key := strings.Repeat("k", ghost.MaxKeyLen+1)
+	if r := must(t, 2, "-addr", addr, "get", key); !strings.Contains(r.stderr, "KEY_ERR") {
+		t.Errorf("long key: %q", r.stderr)
 	}
+}
 
-	// -json prints the node's reply.
-	r := must(t, 0, "-json", "-addr", addr, "get", "user:42")
-	var rep struct {
-		Gobj    struct{ Key, Value any }
-		Status  int
-		Message string
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || rep.Status != 1 || rep.Message != "OK" || rep.Gobj.Value != 42.0 {
-		t.Errorf("-json get: %q (%v)", r.stdout, err)
-	}
-
-	// TTL: the pair expires.
+// testTTLAndFlush checks that -ttl reaches the node and flush empties
+// every node.
+func testTTLAndFlush(t *testing.T, nodes []*ghost.Node) {
+	addr := nodes[0].Addr()
 	must(t, 0, "-addr", addr, "put", "short", "v", "-ttl", "1s")
 	must(t, 0, "-addr", addr, "add", "long", "v", "-ttl", "1h")
 	must(t, 0, "-addr", addr, "put", "forever", "v", "-ttl", "never")
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if r := ctl("-addr", addr, "get", "short"); r.code != 1 {
 			return fmt.Errorf("short still there: exit %d", r.code)
 		}
@@ -183,18 +184,11 @@ func TestKeyCommands(t *testing.T) {
 	})
 	must(t, 0, "-addr", addr, "get", "long")
 	must(t, 0, "-addr", addr, "get", "forever")
-
-	// Errors the node reports: exit status 2, with its words.
-	key := strings.Repeat("k", ghost.MaxKeyLen+1)
-	if r := must(t, 2, "-addr", addr, "get", key); !strings.Contains(r.stderr, "KEY_ERR") {
-		t.Errorf("long key: %q", r.stderr)
-	}
-
 	if r := must(t, 0, "-addr", addr, "flush"); r.stdout != "FLUSHED\n" {
 		t.Errorf("flush: %q", r.stdout)
 	}
 	for _, n := range nodes {
-		if _, err := n.Get(ctx, "long"); !errors.Is(err, ghost.ErrCacheMiss) {
+		if _, err := n.Get(context.Background(), "long"); !errors.Is(err, ghost.ErrCacheMiss) {
 			t.Errorf("after flush, %s: %v", n.Addr(), err)
 		}
 	}
@@ -233,7 +227,7 @@ func TestMembersAndPing(t *testing.T) {
 	}
 	// A member without the HTTP gateway cannot be pinged from here.
 	quiet := startClusterMember(t, nodes[0], func(c *ghost.Config) { c.DisableHTTP = true })
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if got := len(nodes[0].Members()); got != 4 {
 			return fmt.Errorf("%d members", got)
 		}
