@@ -35,7 +35,9 @@ type Config struct {
 
 	// DisableHTTP turns off the HTTP gateway: the original GhostDB HTTP/JSON
 	// protocol (POST /get, /put, /add, /delete, /flush...) that the original
-	// SDKs speak to port 7991. With it off, HTTP connections are dropped.
+	// SDKs speak to port 7991, and the pages beside it (GET /metrics for
+	// Prometheus, GET /dashboard). With it off, HTTP connections are dropped;
+	// Node.Collector still gives the metrics to the application.
 	// Like the cache protocol, the gateway is not encrypted and asks for no
 	// credentials. Default false: the gateway is on.
 	DisableHTTP bool

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"time"
 
 	"github.com/ghostdb/ghost"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A node on 127.0.0.1 with a port picked by the system. In production every
@@ -270,4 +272,78 @@ func ExampleNode_WaitSafe() {
 	fmt.Println(nodes[1].Members(), found, "of 100 pairs")
 	// Output:
 	// [127.0.0.1:20000 127.0.0.1:20001] 100 of 100 pairs
+}
+
+func ExampleNodeAddr() {
+	for _, s := range []string{"10.0.0.7", "10.0.0.7:7000", "fd00::7", "Cache-3.internal", "10.0.0.7:99999"} {
+		addr, err := ghost.NodeAddr(s)
+		if err != nil {
+			fmt.Println("error:", err)
+			continue
+		}
+		fmt.Println(addr)
+	}
+	// Output:
+	// 10.0.0.7:7991
+	// 10.0.0.7:7000
+	// [fd00::7]:7991
+	// cache-3.internal:7991
+	// error: ghost: address "10.0.0.7:99999": port "99999" is not a number from 1 to 65535
+}
+
+// An application serves the node's metrics beside its own, from its own
+// registry: one scrape covers both.
+func ExampleNode_Collector() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0", Network: ghost.NewMemNetwork()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(node.Collector())
+	// and, to serve them: http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	if err := node.Put(ctx, "color", "teal", ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+	_, _ = node.Get(ctx, "shape") // a miss
+	families, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, f := range families {
+		switch m := f.GetMetric()[0]; f.GetName() {
+		case "ghost_pairs", "ghost_members":
+			fmt.Println(f.GetName(), m.GetGauge().GetValue())
+		case "ghost_cache_misses_total", "ghost_stored_total":
+			fmt.Println(f.GetName(), m.GetCounter().GetValue())
+		}
+	}
+	// Output:
+	// ghost_cache_misses_total 1
+	// ghost_members 1
+	// ghost_pairs 1
+	// ghost_stored_total 1
+}
+
+// ghostctl and other tools find a cluster as its nodes do, from the node
+// list.
+func ExampleReadNodeList() {
+	f, err := os.CreateTemp("", "nodes-*.conf")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	fmt.Fprint(f, "# GhostDB nodes\n10.0.0.7\n10.0.0.8:7000  # another port\n[fd00::7]:7991\n")
+	f.Close()
+
+	addrs, err := ghost.ReadNodeList(context.Background(), f.Name())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(addrs)
+	// Output:
+	// [10.0.0.7:7991 10.0.0.8:7000 [fd00::7]:7991]
 }

@@ -69,6 +69,7 @@ type gateway struct {
 	stop      chan struct{} // closed when the listener closes
 	stopOnce  sync.Once
 	bodyLimit int64
+	pages     *pages // /metrics, /dashboard
 }
 
 // newGateway starts n's HTTP server. Each connection it serves counts in
@@ -79,6 +80,7 @@ func newGateway(n *Node) *gateway {
 		conns:     make(chan net.Conn),
 		stop:      make(chan struct{}),
 		bodyLimit: int64(n.cfg.MaxValueSize) + bodyHeadroom,
+		pages:     newPages(n),
 	}
 	g.srv = &http.Server{
 		Handler:           g,
@@ -192,8 +194,11 @@ type gatewayReply struct {
 	Error   string
 }
 
-// ServeHTTP answers one command: the path names it.
+// ServeHTTP answers one command, the path naming it, or one of the pages.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.pages.serve(w, r) {
+		return
+	}
 	name := strings.TrimPrefix(r.URL.Path, "/")
 	run := g.command(name)
 	if run == nil {
@@ -270,6 +275,8 @@ func (g *gateway) command(name string) func(context.Context, *gobjIn) gatewayRep
 		return g.nodeSize
 	case "ping":
 		return g.ping
+	case "members":
+		return g.members
 	case "getSnitchMetrics", "getSysMetrics":
 		return func(context.Context, *gobjIn) gatewayReply { return g.metrics(OpSnitchMetrics) }
 	case "getWatchdogMetrics", "getAppMetrics":

@@ -117,6 +117,8 @@ type Node struct {
 	store *store
 	stats *watchdog
 
+	latency *latencies // of the calls route answers
+
 	snitchHist, watchdogHist history
 
 	ep      endpoint
@@ -177,6 +179,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		stats:        &watchdog{},
+		latency:      newLatencies(),
 		snitchHist:   history{max: cfg.MetricsHistory},
 		watchdogHist: history{max: cfg.MetricsHistory},
 		ep:           ep,

@@ -46,8 +46,6 @@ type transferSet struct {
 	done    map[transferKey]bool // streamed, waiting for the table to say so
 	slots   chan struct{}        // maxTransfers tokens
 	count   atomic.Int64         // running, for Safe and the metrics
-	moved   atomic.Uint64        // pairs streamed
-	bytes   atomic.Uint64        // key+value bytes streamed
 }
 
 func (ts *transferSet) init() {
@@ -151,8 +149,8 @@ func (n *Node) sendPartition(p int, to member, pendingOnly bool) error {
 			return err
 		}
 		first = false
-		n.transfers.moved.Add(uint64(len(copies)))
-		n.transfers.bytes.Add(uint64(size))
+		n.stats.pairsMoved.Add(uint64(len(copies)))
+		n.stats.bytesMoved.Add(uint64(size))
 	}
 	return nil
 }

@@ -92,7 +92,7 @@ func TestJoinUnderLoadCausesNoMiss(t *testing.T) {
 	checkLedger(t, c, l, w)
 	var moved uint64
 	for _, n := range c.live() {
-		moved += n.transfers.moved.Load()
+		moved += n.stats.pairsMoved.Load()
 	}
 	// Two joiners of five take about 2/5 of 2 copies of 3,300+ pairs.
 	t.Logf("pairs streamed: %d", moved)

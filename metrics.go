@@ -53,7 +53,7 @@ type watchdog struct {
 	getRequests, putRequests, addRequests, deleteRequests, flushRequests atomic.Uint64
 	cacheMiss, stored, notStored, removed, notFound, flushed, errFlush   atomic.Uint64
 	evicted, expired, forwarded, forwardErrors                           atomic.Uint64
-	resyncs                                                              atomic.Uint64
+	resyncs, pairsMoved, bytesMoved                                      atomic.Uint64
 }
 
 func (w *watchdog) sample(now time.Time) Sample {
@@ -78,6 +78,8 @@ func (w *watchdog) sample(now time.Time) Sample {
 		"Forwarded":      int64(w.forwarded.Load()),
 		"ForwardErrors":  int64(w.forwardErrors.Load()),
 		"Resyncs":        int64(w.resyncs.Load()),
+		"PairsMoved":     int64(w.pairsMoved.Load()),
+		"BytesMoved":     int64(w.bytesMoved.Load()),
 	}
 	return Sample{Time: now, Values: v}
 }
@@ -129,8 +131,6 @@ func (n *Node) watchdogSample(now time.Time) Sample {
 	s.Values["PartitionsBackedUp"] = int64(r.backedUp)
 	s.Values["PartitionsShort"] = int64(r.short)
 	s.Values["TransfersInFlight"] = r.transfers
-	s.Values["PairsMoved"] = int64(r.pairsMoved)
-	s.Values["BytesMoved"] = int64(r.bytesMoved)
 	s.Values["TableVersion"] = int64(r.tableVersion)
 	return s
 }
@@ -139,7 +139,6 @@ func (n *Node) watchdogSample(now time.Time) Sample {
 type replicationFigures struct {
 	owned, backedUp, short int // partitions it is primary of, holds a backup of; partitions short of copies
 	transfers              int64
-	pairsMoved, bytesMoved uint64
 	tableVersion           uint64
 }
 
@@ -147,8 +146,6 @@ func (n *Node) replicationStats() replicationFigures {
 	t := n.table.Load()
 	r := replicationFigures{
 		transfers:    n.transfers.inFlight(),
-		pairsMoved:   n.transfers.moved.Load(),
-		bytesMoved:   n.transfers.bytes.Load(),
 		tableVersion: t.version,
 	}
 	want := min(n.cfg.Replicas, len(t.members))

@@ -50,6 +50,24 @@ func loadSeeds(ctx context.Context, cfg Config) ([]string, error) {
 	return out, nil
 }
 
+// ReadNodeList reads a node list in the format of Config.PeersFile, from
+// a file path or an http:// or https:// URL, and returns its addresses as
+// host:port, in order. Tools use it to find a cluster the way its nodes do.
+func ReadNodeList(ctx context.Context, source string) ([]string, error) {
+	return readNodeList(ctx, source)
+}
+
+// NodeAddr returns an address written as in a node list ("10.0.0.7",
+// "10.0.0.7:7991", "[fd00::7]:7991", "cache-3.internal") as host:port; no
+// port means DefaultPort.
+func NodeAddr(s string) (string, error) {
+	addr, err := parseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return "", fmt.Errorf("ghost: address %q: %w", s, err)
+	}
+	return addr, nil
+}
+
 // readNodeList reads a node list from a file path or an http(s) URL.
 func readNodeList(ctx context.Context, source string) ([]string, error) {
 	var r io.Reader

@@ -22,12 +22,16 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 		return response{}, err
 	}
 	p := n.partitionOf(req.key)
-	deadline := time.Now().Add(n.cfg.RequestTimeout)
+	start := time.Now()
+	deadline := start.Add(n.cfg.RequestTimeout)
 	backoff := time.Millisecond
 	var lastErr error
 	for {
-		resp, err, retry := n.tryHolders(ctx, p, req)
+		resp, err, retry, forwarded := n.tryHolders(ctx, p, req)
 		if !retry {
+			if err == nil || resp.status != statusOK {
+				n.latency.observe(req.op, forwarded, start) // answered, a miss included
+			}
 			return resp, err
 		}
 		lastErr = err
@@ -48,8 +52,9 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 
 // tryHolders makes one attempt at req under the current table: a write
 // goes to the primary only, a read to each in-sync copy in turn. retry
-// says the table may change and a later attempt may succeed.
-func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp response, err error, retry bool) {
+// says the table may change and a later attempt may succeed; forwarded,
+// that the answer came from another node.
+func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp response, err error, retry, forwarded bool) {
 	t := n.table.Load()
 	if t.version == 0 && len(n.Members()) > 1 {
 		// Just joined: the table of a node alone says it owns everything.
@@ -77,7 +82,7 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 			resp, callErr = pool.call(ctx, req)
 			if callErr != nil {
 				if ctx.Err() != nil {
-					return response{}, ctx.Err(), false
+					return response{}, ctx.Err(), false, true
 				}
 				n.stats.forwardErrors.Add(1)
 				pool.markSuspect()
@@ -89,12 +94,13 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		switch resp.status {
 		case statusWrongOwner, statusStale:
 			n.learnVersion(resp.tver)
-			return resp, fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version), true
+			return resp, fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version), true, false
 		}
+		forwarded = m.name != n.self.name
 		resp, err = resp.result()
-		return resp, err, false
+		return resp, err, false, forwarded
 	}
-	return resp, err, true
+	return resp, err, true, false
 }
 
 type broadcastResult struct {

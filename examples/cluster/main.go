@@ -3,6 +3,7 @@
 //
 //	go run ./examples/cluster            # 3 node processes
 //	go run ./examples/cluster -nodes 5
+//	go run ./examples/cluster -wait      # then stay up until Ctrl-C
 //
 // It writes a node file listing one free 127.0.0.1 port per node, starts
 // one OS process per node (this program again, each embedding a node that
@@ -13,8 +14,16 @@
 //     third node and by the writer;
 //   - prints Ping and a summary of the snitch and watchdog metrics;
 //   - kills one node with SIGKILL, as a crash would, and shows the others
-//     notice it within seconds and keep serving;
-//   - shuts the survivors down with Leave.
+//     notice it within seconds and keep serving every pair, the dead node's
+//     included (each pair has a backup), and are Safe again soon after;
+//   - restarts the killed node on its address, then does a rolling restart
+//     of every node (Leave, new process, WaitSafe), reading a pair after
+//     each step;
+//   - shuts the nodes down with Leave.
+//
+// It prints each node's dashboard and Prometheus metrics URLs. With -wait,
+// before shutting down, it keeps the cluster up, with a little traffic,
+// until Ctrl-C, so that you can open them.
 //
 // All traffic stays on 127.0.0.1. Node processes die with the program.
 package main
@@ -73,6 +82,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.SetOutput(out)
 	size := fs.Int("nodes", 3, "number of node processes, at least 3")
+	wait := fs.Bool("wait", false, "before shutting down, stay up with light traffic until Ctrl-C, to look at the dashboards")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -129,6 +139,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		say("  node %d  pid %-7d %s", p.num, p.cmd.Process.Pid, p.addr)
 	}
+	sayURLs(say, nodes)
 	name := func(addr string) string {
 		for _, p := range nodes {
 			if p.addr == addr {
@@ -141,7 +152,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := waitMembers(ctx, nodes, addrs); err != nil {
 		return err
 	}
-	say("cluster formed in %v: every node lists %d members", since(begin), *size)
+	if err := waitSafe(ctx, nodes); err != nil {
+		return err
+	}
+	say("cluster formed in %v: every node lists %d members and is Safe", since(begin), *size)
 
 	writer, reader, victim := nodes[0], nodes[1], nodes[len(nodes)-1]
 	say("\n== Write on node %d, read on node %d", writer.num, reader.num)
@@ -201,27 +215,65 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	say("node %d  ping after %v: %s (%d of %d nodes answered)", writer.num, since(killed), strings.Join(r.Addrs, " "), len(r.Addrs), *size)
-	say("every survivor lists %d members: the dead node is out of the ring", len(survivors))
 
-	say("\n== The survivors keep serving")
-	if r, err = reader.call(ctx, "get "+keptKey); err != nil {
+	say("every survivor lists %d members: the dead node is out of the table", len(survivors))
+
+	say("\n== The survivors keep serving: every pair has a backup (Replicas 2)")
+	for _, k := range []string{keptKey, lostKey} {
+		if r, err = reader.call(ctx, "get "+k); err != nil {
+			return err
+		}
+		say("node %d  get %-9s -> %-19s owner %s", reader.num, k, r.Msg+" "+r.Value, name(r.Owner))
+	}
+	say("        (%s was owned by node %d: its backup was promoted, nothing was copied first)", lostKey, victim.num)
+	if err := waitSafe(ctx, survivors); err != nil {
 		return err
 	}
-	say("node %d  get %-9s -> %-19s owner %s", reader.num, keptKey, r.Msg+" "+r.Value, name(r.Owner))
-	if r, err = reader.call(ctx, "get "+lostKey); err != nil {
+	say("the survivors are Safe %v after the kill: every partition has its 2 copies again", since(killed))
+
+	say("\n== Node %d restarts on its address and joins as a new member", victim.num)
+	restarted := time.Now()
+	if nodes[len(nodes)-1], err = restartNode(ctx, exe, victim, nodeFile); err != nil {
 		return err
 	}
-	say("node %d  get %-9s -> %-19s owner %s", reader.num, lostKey, r.Msg, name(r.Owner))
-	say("        (the pair lived only on node %d and died with it: pairs are not replicated", victim.num)
-	say("         yet, so a cache-aside caller reloads it from its database, as below)")
-	if r, err = writer.call(ctx, "put "+lostKey+" Ada Lovelace"); err != nil {
+	if err := waitMembers(ctx, nodes, addrs); err != nil {
 		return err
 	}
-	say("node %d  put %-9s -> %-19s owner %s", writer.num, lostKey, r.Msg, name(r.Owner))
-	if r, err = reader.call(ctx, "get "+lostKey); err != nil {
+	if err := waitSafe(ctx, nodes); err != nil {
 		return err
 	}
-	say("node %d  get %-9s -> %-19s owner %s", reader.num, lostKey, r.Msg+" "+r.Value, name(r.Owner))
+	say("node %d is back and the cluster Safe after %v: the partitions that moved to it were streamed", victim.num, since(restarted))
+
+	say("\n== Rolling restart: each node in turn leaves, handing its partitions off,")
+	say("   restarts on its address, and the cluster is Safe before the next")
+	for i, p := range nodes {
+		began := time.Now()
+		if err := p.quit(ctx); err != nil {
+			return fmt.Errorf("node %d: %w", p.num, err)
+		}
+		if nodes[i], err = restartNode(ctx, exe, p, nodeFile); err != nil {
+			return err
+		}
+		if err := waitMembers(ctx, nodes, addrs); err != nil {
+			return err
+		}
+		if err := waitSafe(ctx, nodes); err != nil {
+			return err
+		}
+		other := nodes[(i+1)%len(nodes)]
+		if r, err = other.call(ctx, "get "+lostKey); err != nil {
+			return err
+		}
+		say("node %d restarted, Safe after %v; node %d  get %s -> %s", p.num, since(began), other.num, lostKey, r.Msg+" "+r.Value)
+	}
+	survivors = nodes
+
+	if *wait {
+		if err := stayUp(ctx, nodes, say); err != nil {
+			return err
+		}
+		ctx = context.WithoutCancel(ctx) // Ctrl-C ended the wait; now leave
+	}
 
 	say("\n== Shutdown")
 	for _, p := range survivors {
@@ -232,6 +284,30 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	say("demo finished in %v", since(begin))
 	return nil
+}
+
+// waitSafe asks each node to wait until it is Safe.
+func waitSafe(ctx context.Context, nodes []*nodeProc) error {
+	for _, p := range nodes {
+		if _, err := p.call(ctx, "safe"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restartNode starts a new node process on the address of p, which has
+// stopped, and waits until it is ready.
+func restartNode(ctx context.Context, exe string, p *nodeProc, nodeFile string) (*nodeProc, error) {
+	np, err := startNode(ctx, exe, p.num, p.addr, nodeFile)
+	if err != nil {
+		return nil, err
+	}
+	if r, err := np.read(ctx); err != nil || r.Msg != "READY" {
+		np.stop()
+		return nil, fmt.Errorf("node %d after restart: %+v %v", p.num, r, err)
+	}
+	return np, nil
 }
 
 // waitMembers polls the nodes until each lists exactly want, or fails at

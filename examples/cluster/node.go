@@ -50,6 +50,7 @@ func fastFailureDetection(mc *memberlist.Config) {
 //	get KEY           Get
 //	keyfor ADDR PFX   a key "PFX:n" owned by the node at ADDR
 //	members           Members
+//	safe              WaitSafe: every partition has its copies
 //	ping              Ping
 //	snitch            SnitchMetrics, summarised
 //	watchdog          WatchdogMetrics, summarised
@@ -92,7 +93,8 @@ func runNode(args []string, stdin io.Reader, stdout io.Writer) error {
 			continue
 		}
 		if line == "quit" {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			// Leave hands this node's partitions off before it goes.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			err := node.Leave(ctx)
 			cancel()
 			r := reply{Msg: "BYE"}
@@ -140,6 +142,14 @@ func command(node *ghost.Node, line string) reply {
 		}
 	case line == "members":
 		r.Addrs = node.Members()
+	case line == "safe":
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := node.WaitSafe(ctx); err != nil {
+			r.Err = err.Error()
+		} else {
+			r.Msg = "SAFE"
+		}
 	case line == "ping":
 		addrs, err := node.Ping(ctx)
 		r = reply{Msg: ghost.Message(ghost.OpPing, err), Addrs: addrs}
