@@ -241,7 +241,7 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 			continue // not this partition's: a confused or hostile sender
 		}
 		s.seen[pc.key] = struct{}{}
-		n.store.applyLocked(pt, pc)
+		n.store.applyStreamed(pt, pc, c.start)
 	}
 	pt.mu.Unlock()
 	if c.last {

@@ -134,7 +134,13 @@ func (n *Node) countWrite(op Op, done bool) {
 
 // replicate sends a write to every copy at once and waits for all of them.
 func (n *Node) replicate(ctx context.Context, copies []member, req *request) error {
-	if len(copies) == 0 {
+	switch len(copies) {
+	case 0:
+		return nil
+	case 1: // the usual case, Replicas 2: no goroutine needed
+		if err := n.replicateTo(ctx, copies[0], req); err != nil {
+			return fmt.Errorf("%w: %w", ErrReplication, err)
+		}
 		return nil
 	}
 	errs := make([]error, len(copies))

@@ -185,12 +185,21 @@ func (s *store) apply(p int, c pairCopy) bool {
 // applyLocked is apply for a caller that holds pt's lock; it runs evict
 // once the lock is released.
 func (s *store) applyLocked(pt *partition, c pairCopy) bool {
+	return s.applyStreamed(pt, c, 0)
+}
+
+// applyStreamed applies a copy from a partition's primary streaming the
+// whole partition since version start: the primary's copy also replaces
+// what this node held from before the stream began, whatever its version
+// (a write the primary never confirmed, say); only what has been written
+// since, through the primary, is newer.
+func (s *store) applyStreamed(pt *partition, c pairCopy, start uint64) bool {
 	s.versions.observe(c.version)
 	if c.version <= s.flushedAt.Load() {
 		return false
 	}
 	e := pt.items[c.key]
-	if e != nil && c.version <= e.version {
+	if e != nil && c.version <= e.version && e.version >= start {
 		return false
 	}
 	s.put(pt, e, c)

@@ -170,3 +170,41 @@ func TestStoreFlush(t *testing.T) {
 		t.Fatal("store unusable after flush")
 	}
 }
+
+func TestStoreTombstones(t *testing.T) {
+	s, now := testStore(100, 1<<20)
+	s.set(1, "k", []byte("v1"), 0, false)
+	if !s.del(1, "k") {
+		t.Fatal("del of a live pair")
+	}
+	deleted := s.parts[1].items["k"].version
+	// An older copy arriving later does not bring the pair back; a newer
+	// one does.
+	if s.apply(1, pairCopy{key: "k", value: []byte("old"), version: deleted - 1}) {
+		t.Fatal("an older copy revived a deleted pair")
+	}
+	if _, ok := s.get(1, "k"); ok || s.len() != 0 {
+		t.Fatal("a tombstone reads as a pair")
+	}
+	if !s.apply(1, pairCopy{key: "k", value: []byte("new"), version: deleted + 1}) {
+		t.Fatal("a newer copy was refused")
+	}
+	s.del(1, "k")
+	// The crawler removes tombstones once they are older than the TTL.
+	s.crawl(int64(time.Hour))
+	if s.parts[1].items["k"] == nil {
+		t.Fatal("a young tombstone was removed")
+	}
+	now.Add(int64(2 * time.Hour))
+	s.crawl(int64(time.Hour))
+	if s.parts[1].items["k"] != nil {
+		t.Fatal("an old tombstone was kept")
+	}
+	// A flush refuses copies older than itself.
+	s.set(2, "a", []byte("v"), 0, false)
+	older := s.parts[2].items["a"].version
+	s.flush(s.versions.next())
+	if s.apply(2, pairCopy{key: "a", value: []byte("v"), version: older}) || s.len() != 0 {
+		t.Fatal("a copy older than a flush was kept")
+	}
+}
