@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+)
+
+// The delayer process: where the kernel has no netem, it adds latency to a
+// host's link. iptables sends the host's packets to an NFQUEUE; the
+// delayer, in the host's namespace, holds each one for the configured
+// delay and then lets it go, in arrival order. It ends when its stdin
+// closes; packets queued then are dropped, so the suite removes the rules
+// and waits one delay first.
+
+const (
+	solNetlink       = 270 // SOL_NETLINK
+	netlinkNoENOBUFS = 5   // NETLINK_NO_ENOBUFS
+)
+
+// queued is a packet waiting for its verdict.
+type queued struct {
+	id  uint32
+	due time.Time
+}
+
+// runDelayer is main for a delayer process.
+func runDelayer(raw string, stdin io.Reader, stdout io.Writer) error {
+	var cfg delayerConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil || cfg.Queue == 0 || cfg.Delay <= 0 {
+		return fmt.Errorf("delayer config %q: want a queue and a positive delay (%v)", raw, err)
+	}
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.NETLINK_NETFILTER)
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		return fmt.Errorf("netlink bind: %w", err)
+	}
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 8<<20)
+	_ = syscall.SetsockoptInt(fd, solNetlink, netlinkNoENOBUFS, 1)
+	buf := make([]byte, 1<<16)
+	for _, m := range configMessages(cfg.Queue) {
+		if err := nlSend(fd, m); err != nil {
+			return err
+		}
+		if err := nlAck(fd, buf); err != nil {
+			return fmt.Errorf("configure NFQUEUE %d: %w", cfg.Queue, err)
+		}
+	}
+	if err := json.NewEncoder(stdout).Encode(message{T: msgReady}); err != nil {
+		return err
+	}
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		os.Exit(0) // the suite is done with us: the kernel unbinds the queue
+	}()
+	due := make(chan queued, 1<<16)
+	go releaseLoop(fd, cfg.Queue, due)
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.ENOBUFS) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("netlink receive: %w", err)
+		}
+		replies, err := parseNetlink(buf[:n])
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, r := range replies {
+			switch {
+			case r.isPacket:
+				select {
+				case due <- queued{id: r.packetID, due: now.Add(cfg.Delay)}:
+				default: // over 65536 packets in flight: let this one (and those before) go now
+					_ = nlSend(fd, verdictUpTo(cfg.Queue, r.packetID))
+				}
+			case r.isError && r.errno != 0:
+				fmt.Fprintf(os.Stderr, "delayer: netlink error %d\n", -r.errno)
+			}
+		}
+	}
+}
+
+// releaseLoop lets packets go once their delay is over, in order, with one
+// batch verdict for all that are due at once.
+func releaseLoop(fd int, queue uint16, due <-chan queued) {
+	var next *queued
+	for {
+		p := next
+		if p == nil {
+			q := <-due
+			p = &q
+		}
+		next = nil
+		time.Sleep(time.Until(p.due))
+		last := p.id
+	drain:
+		for {
+			select {
+			case q := <-due:
+				if q.due.After(time.Now()) {
+					next = &q
+					break drain
+				}
+				last = q.id
+			default:
+				break drain
+			}
+		}
+		_ = nlSend(fd, verdictUpTo(queue, last))
+	}
+}
+
+func nlSend(fd int, m []byte) error {
+	if err := syscall.Sendto(fd, m, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		return fmt.Errorf("netlink send: %w", err)
+	}
+	return nil
+}
+
+// nlAck waits for the acknowledgement of a request.
+func nlAck(fd int, buf []byte) error {
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		replies, err := parseNetlink(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, r := range replies {
+			if r.isError {
+				if r.errno != 0 {
+					return syscall.Errno(-r.errno)
+				}
+				return nil
+			}
+		}
+	}
+}
