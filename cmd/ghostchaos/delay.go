@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// delayerPass, as a line on the delayer's stdin, ends the delay.
+const delayerPass = "pass"
+
 // delayerConfig is what a delayer starts with, as JSON after -delayer.
 type delayerConfig struct {
 	Queue uint16        `json:"queue"`

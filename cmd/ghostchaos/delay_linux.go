@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -13,9 +15,11 @@ import (
 // The delayer process: where the kernel has no netem, it adds latency to a
 // host's link. iptables sends the host's packets to an NFQUEUE; the
 // delayer, in the host's namespace, holds each one for the configured
-// delay and then lets it go, in arrival order. It ends when its stdin
-// closes; packets queued then are dropped, so the suite removes the rules
-// and waits one delay first.
+// delay and then lets it go, in arrival order. A "pass" line on its stdin
+// makes it let every packet go at once; it ends when its stdin closes.
+// Packets still queued when the rules change, or when the delayer ends,
+// are dropped: so the suite sends "pass", waits for the queue to drain,
+// removes the rules, and only then closes the delayer's stdin.
 
 const (
 	solNetlink       = 270 // SOL_NETLINK
@@ -56,12 +60,19 @@ func runDelayer(raw string, stdin io.Reader, stdout io.Writer) error {
 	if err := json.NewEncoder(stdout).Encode(message{T: msgReady}); err != nil {
 		return err
 	}
+	var pass atomic.Bool
 	go func() {
-		_, _ = io.Copy(io.Discard, stdin)
+		in := bufio.NewScanner(stdin)
+		for in.Scan() {
+			if in.Text() == delayerPass {
+				pass.Store(true)
+			}
+		}
 		os.Exit(0) // the suite is done with us: the kernel unbinds the queue
 	}()
 	due := make(chan queued, 1<<16)
-	go releaseLoop(fd, cfg.Queue, due)
+	go releaseLoop(fd, cfg.Queue, due, &pass)
+	errorsSeen := 0
 	for {
 		n, _, err := syscall.Recvfrom(fd, buf, 0)
 		if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.ENOBUFS) {
@@ -84,15 +95,17 @@ func runDelayer(raw string, stdin io.Reader, stdout io.Writer) error {
 					_ = nlSend(fd, verdictUpTo(cfg.Queue, r.packetID))
 				}
 			case r.isError && r.errno != 0:
-				fmt.Fprintf(os.Stderr, "delayer: netlink error %d\n", -r.errno)
+				if errorsSeen++; errorsSeen&(errorsSeen-1) == 0 { // 1st, 2nd, 4th, 8th...
+					fmt.Fprintf(os.Stderr, "ghostchaos delayer: verdict refused (%d times): %v\n", errorsSeen, syscall.Errno(-r.errno))
+				}
 			}
 		}
 	}
 }
 
 // releaseLoop lets packets go once their delay is over, in order, with one
-// batch verdict for all that are due at once.
-func releaseLoop(fd int, queue uint16, due <-chan queued) {
+// batch verdict for all that are due at once; once pass is set, at once.
+func releaseLoop(fd int, queue uint16, due <-chan queued, pass *atomic.Bool) {
 	var next *queued
 	for {
 		p := next
@@ -101,13 +114,15 @@ func releaseLoop(fd int, queue uint16, due <-chan queued) {
 			p = &q
 		}
 		next = nil
-		time.Sleep(time.Until(p.due))
+		if !pass.Load() {
+			time.Sleep(time.Until(p.due))
+		}
 		last := p.id
 	drain:
 		for {
 			select {
 			case q := <-due:
-				if q.due.After(time.Now()) {
+				if q.due.After(time.Now()) && !pass.Load() {
 					next = &q
 					break drain
 				}

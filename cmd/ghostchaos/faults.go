@@ -140,13 +140,15 @@ func (nw *network) impair(ctx context.Context, h *host, im impairment, startDela
 		rules.queue = delayQueue
 	}
 	undo := func(ctx context.Context) error {
-		err := nw.heal(ctx, h)
-		if delayer != nil {
-			// Packets queued still get their verdict: let them out before
-			// the delayer goes, or they are dropped with its queue.
-			time.Sleep(im.delay + 100*time.Millisecond)
-			delayer.close(time.Second)
+		if delayer == nil {
+			return nw.heal(ctx, h)
 		}
+		// Queued packets are dropped when the rules change or the
+		// delayer ends: let them out first.
+		_ = delayer.send(delayerPass)
+		time.Sleep(im.delay + 50*time.Millisecond)
+		err := nw.heal(ctx, h)
+		delayer.close(time.Second)
 		return err
 	}
 	if err := nw.setRules(ctx, h, rules); err != nil {

@@ -129,32 +129,42 @@ func (nw *network) checkRoutes(ctx context.Context, h *host) error {
 	if err != nil {
 		return err
 	}
-	for line := range strings.Lines(out) {
+	if err := routesStayIn(nw.subnet, out); err != nil {
+		return fmt.Errorf("%s: %w", h, err)
+	}
+	return nil
+}
+
+// routesStayIn checks the output of "ip route show table all": every
+// route must lead to subnet, loopback, or IPv6 link-local or multicast
+// addresses on the bridge. A default route, or any other, is refused.
+func routesStayIn(subnet netip.Prefix, routes string) error {
+	for line := range strings.Lines(routes) {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
 		}
 		dst := f[0]
 		switch dst {
-		case "local", "broadcast", "multicast", "anycast", "unreachable":
+		case "local", "broadcast", "multicast", "anycast", "unreachable", "blackhole", "prohibit", "throw":
 			if len(f) < 2 {
-				continue
+				return fmt.Errorf("route %q: cannot tell where it goes", strings.TrimSpace(line))
 			}
 			dst = f[1]
 		}
 		p, err := netip.ParsePrefix(dst)
 		if err != nil {
-			if ip, err2 := netip.ParseAddr(dst); err2 == nil {
-				p = netip.PrefixFrom(ip, ip.BitLen())
-			} else {
-				return fmt.Errorf("%s: route %q: cannot tell where it goes", h, strings.TrimSpace(line))
+			ip, err := netip.ParseAddr(dst)
+			if err != nil {
+				return fmt.Errorf("route %q leads outside the suite's subnet %s", strings.TrimSpace(line), subnet)
 			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
 		}
 		a := p.Addr()
-		if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || nw.subnet.Contains(a) && p.Bits() >= nw.subnet.Bits() {
-			continue // loopback, IPv6 link-local and multicast on the bridge, the subnet
+		if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || subnet.Contains(a) && p.Bits() >= subnet.Bits() {
+			continue
 		}
-		return fmt.Errorf("%s: route %q leads outside the suite's subnet %s", h, strings.TrimSpace(line), nw.subnet)
+		return fmt.Errorf("route %q leads outside the suite's subnet %s", strings.TrimSpace(line), subnet)
 	}
 	return nil
 }

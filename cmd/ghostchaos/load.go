@@ -111,14 +111,16 @@ func (l *load) writer(w int) {
 	}
 }
 
-// chooseWrite picks the next op on key i: an Add when the key is believed
-// absent (half the time), otherwise mostly puts and some deletes.
+// chooseWrite picks the next op on key i. A key believed absent gets an
+// Add half the time, and a Delete now and then (a REMOVED would show a
+// deleted key come back); any other key mostly puts, and some deletes.
 func chooseWrite(rng *rand.Rand, held map[int]bool, i int) opKind {
 	h, known := held[i]
-	switch n := rng.IntN(100); {
+	n := rng.IntN(100)
+	switch {
 	case known && !h && n < 50:
 		return opAdd
-	case n < 25:
+	case known && !h && n < 60, (!known || h) && n < 25:
 		return opDelete
 	}
 	return opPut
@@ -163,8 +165,7 @@ func (l *load) reader(r int) {
 	}
 	next := time.Now()
 	for l.pace(&next, l.spec.ReadEvery) {
-		n := rng.IntN(writers * keys)
-		key := keyName(1+n/(l.spec.Writers*keys), n/keys%l.spec.Writers, n%keys)
+		key := l.spec.nthKey(rng.IntN(writers * keys))
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		start := time.Now()
 		_, err := l.node.Get(ctx, key)
@@ -174,6 +175,11 @@ func (l *load) reader(r int) {
 		}
 		l.slots.record(start, time.Since(start), err)
 	}
+}
+
+// nthKey numbers the keys of every writer of the run, from 0.
+func (spec loadSpec) nthKey(n int) string {
+	return keyName(1+n/(spec.Writers*spec.Keys), n/spec.Keys%spec.Writers, n%spec.Keys)
 }
 
 // reportSlots sends a slot summary every slotLength.

@@ -155,6 +155,14 @@ func (p *proc) call(ctx context.Context, cmd command, timeout time.Duration) (me
 	}
 }
 
+// send writes one line to a child that does not reply (the delayer).
+func (p *proc) send(line string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := io.WriteString(p.stdin, line+"\n")
+	return err
+}
+
 // signal sends sig to the process.
 func (p *proc) signal(sig syscall.Signal) error {
 	if err := p.cmd.Process.Signal(sig); err != nil {

@@ -18,6 +18,8 @@ type phaseStats struct {
 	Failed int64   `json:"failed"`
 	P50    float64 `json:"p50_ms"`
 	P99    float64 `json:"p99_ms"`
+	P999   float64 `json:"p999_ms"`
+	Max    float64 `json:"max_ms"` // within 3%
 	hist   latency.Histogram
 }
 
@@ -73,6 +75,8 @@ func (r *result) summarise(rec *recorder, ph phases) {
 	for _, p := range []*phaseStats{&r.Before, &r.During, &r.After} {
 		p.P50 = ms(p.hist.Quantile(0.50))
 		p.P99 = ms(p.hist.Quantile(0.99))
+		p.P999 = ms(p.hist.Quantile(0.999))
+		p.Max = ms(p.hist.Quantile(1))
 	}
 	if firstFail != 0 && !ph.fault.IsZero() {
 		from := time.UnixMilli(firstFail).Sub(ph.fault).Seconds()
@@ -154,6 +158,9 @@ func writeTable(w io.Writer, results []*result) {
 		lines = append(lines, r.Notes...)
 		if r.Check.Resurrected > 0 {
 			lines = append(lines, fmt.Sprintf("%d of the stale keys were deleted and came back", r.Check.Resurrected))
+		}
+		if r.Check.Odd > 0 {
+			lines = append(lines, fmt.Sprintf("%d acknowledged results contradicted the ledger while the load ran (NOT_FOUND for a key that must be held, REMOVED or NOT_STORED for one that must be absent)", r.Check.Odd))
 		}
 		if r.Check.Unreadable > 0 {
 			lines = append(lines, fmt.Sprintf("%d keys could not be read on some host", r.Check.Unreadable))

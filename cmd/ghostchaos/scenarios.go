@@ -65,20 +65,25 @@ func (c *cluster) hold(ctx context.Context, f *faultRun) error {
 	return sleepCtx(ctx, time.Until(f.start.Add(c.s.opts.timing.Fault)))
 }
 
-// watchDetect waits, at most until limit, for each group of observers to
-// list exactly itself, and records when they did.
-func (c *cluster) watchDetect(ctx context.Context, f *faultRun, limit time.Duration, groups ...[]*host) error {
+// watchDetect waits, at most until limit from the fault's start, for the
+// observers to list exactly themselves: the moment they do is the fault's
+// detection. Each of the others groups (the far side of a partition) is
+// then given the same deadline to do the same, and noted.
+func (c *cluster) watchDetect(ctx context.Context, f *faultRun, limit time.Duration, observers []*host, others ...[]*host) error {
 	deadline := f.start.Add(limit)
-	for _, g := range groups {
-		if _, err := c.waitMembers(ctx, g, g, time.Until(deadline)); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			f.note("not detected in %v: %v", limit.Round(time.Second), err)
-			return nil
+	for i, g := range append([][]*host{observers}, others...) {
+		_, err := c.waitMembers(ctx, g, g, time.Until(deadline))
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			f.note("%v did not list only %v within %v of the fault: %v", g, g, limit.Round(100*time.Millisecond), err)
+		case i == 0:
+			f.detect, f.detected = time.Since(f.start), true
+		default:
+			f.note("%v listed only %v %v after the fault", g, g, time.Since(f.start).Round(10*time.Millisecond))
 		}
 	}
-	f.detect, f.detected = time.Since(f.start), true
 	return nil
 }
 
@@ -176,7 +181,7 @@ func faultSplit(ctx context.Context, c *cluster, f *faultRun) error {
 		}
 	}
 	f.note("sides: %v | %v", small, big)
-	if err := c.watchDetect(ctx, f, c.s.opts.timing.Fault, small, big); err != nil {
+	if err := c.watchDetect(ctx, f, c.s.opts.timing.Fault, big, small); err != nil {
 		return err
 	}
 	if err := c.hold(ctx, f); err != nil {
