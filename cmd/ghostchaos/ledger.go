@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -219,6 +220,17 @@ func (e *expectation) apply(op *ledgerOp) {
 	}
 }
 
+// String shows a read for messages.
+func (r readResult) String() string {
+	switch {
+	case r.Err != "":
+		return "error " + r.Err
+	case !r.Present:
+		return "absent"
+	}
+	return fmt.Sprintf("%q", r.Value)
+}
+
 // readResult is one key as one host read it at the end.
 type readResult struct {
 	Present bool   `json:"present,omitempty"`
@@ -234,7 +246,7 @@ type checkResult struct {
 	Stale       int      `json:"stale"`       // keys some host read with a value no write can explain (resurrected included)
 	Resurrected int      `json:"resurrected"` // of the stale keys: acknowledged deleted, yet read with a value
 	Unreadable  int      `json:"unreadable"`  // keys some host could not read at all
-	Disagree    int      `json:"disagree"`    // keys the hosts read differently
+	Disagree    int      `json:"disagree"`    // keys the hosts read differently (errors aside)
 	Odd         int      `json:"contradictions,omitempty"`
 	Examples    []string `json:"examples,omitempty"` // a few of the wrong reads
 }
@@ -247,53 +259,72 @@ const maxExamples = 8
 func (l *ledger) check(byHost map[string]map[string]readResult) checkResult {
 	var res checkResult
 	hosts := slices.Sorted(maps.Keys(byHost))
-	example := func(format string, a ...any) {
-		if len(res.Examples) < maxExamples {
-			res.Examples = append(res.Examples, fmt.Sprintf(format, a...))
-		}
-	}
 	for _, key := range l.keys() {
 		e := l.expect(key)
 		res.Keys++
 		res.Odd += e.contradictions
-		var lost, stale, resurrected, unreadable bool
-		var first *readResult
-		disagree := false
+		wrong := map[string]bool{}
+		var reads []readResult // distinct reads, in host order
+		where := map[readResult][]string{}
 		for _, h := range hosts {
 			r, ok := byHost[h][key]
+			if !ok {
+				r = readResult{Err: "no answer"}
+			}
 			res.Reads++
-			switch {
-			case !ok || r.Err != "":
-				unreadable = true
-				example("%s on %s: unreadable: %s", key, h, r.Err)
-				continue
-			case first == nil:
-				first = &r
-			case *first != r:
-				disagree = true
+			if where[r] == nil {
+				reads = append(reads, r)
 			}
-			if e.allows(r.Present, r.Value) {
-				continue
-			}
-			switch {
-			case !r.Present:
-				lost = true
-				example("%s on %s: lost: absent, want one of %s", key, h, e)
-			case len(e.values) == 0 && !e.anyValue:
-				stale, resurrected = true, true
-				example("%s on %s: came back: %q, want absent", key, h, r.Value)
-			default:
-				stale = true
-				example("%s on %s: stale: %q, want one of %s", key, h, r.Value, e)
+			where[r] = append(where[r], h)
+			if w := e.judge(r); w != "" {
+				wrong[w] = true
 			}
 		}
-		res.Lost += b2i(lost)
-		res.Stale += b2i(stale)
-		res.Resurrected += b2i(resurrected)
-		res.Unreadable += b2i(unreadable)
-		res.Disagree += b2i(disagree)
+		res.Lost += b2i(wrong[wrongLost])
+		res.Stale += b2i(wrong[wrongStale] || wrong[wrongBack])
+		res.Resurrected += b2i(wrong[wrongBack])
+		res.Unreadable += b2i(wrong[wrongUnreadable])
+		answers := 0 // distinct reads that are not errors
+		for _, r := range reads {
+			answers += b2i(r.Err == "")
+		}
+		res.Disagree += b2i(answers > 1)
+		if (len(wrong) > 0 || answers > 1) && len(res.Examples) < maxExamples {
+			var views []string
+			for _, r := range reads {
+				v := fmt.Sprintf("%s on %s", r, strings.Join(where[r], ","))
+				if w := e.judge(r); w != "" {
+					v += " (" + w + ")"
+				}
+				views = append(views, v)
+			}
+			res.Examples = append(res.Examples, fmt.Sprintf("%s: want %s; read %s", key, e, strings.Join(views, "; ")))
+		}
 	}
 	return res
+}
+
+// What is wrong with a read.
+const (
+	wrongLost       = "lost"       // absent, though an acknowledged value must be there
+	wrongStale      = "stale"      // a value no write can explain now
+	wrongBack       = "came back"  // a value, though the key was deleted
+	wrongUnreadable = "unreadable" // no answer
+)
+
+// judge says what is wrong with a read, or "" when it is allowed.
+func (e *expectation) judge(r readResult) string {
+	switch {
+	case r.Err != "":
+		return wrongUnreadable
+	case e.allows(r.Present, r.Value):
+		return ""
+	case !r.Present:
+		return wrongLost
+	case len(e.values) == 0 && !e.anyValue:
+		return wrongBack
+	}
+	return wrongStale
 }
 
 // String lists the possible states, for messages.
@@ -308,7 +339,7 @@ func (e expectation) String() string {
 	for _, v := range slices.Sorted(maps.Keys(e.values)) {
 		s = append(s, fmt.Sprintf("%q", v))
 	}
-	return fmt.Sprint(s)
+	return strings.Join(s, " or ")
 }
 
 func b2i(b bool) int {

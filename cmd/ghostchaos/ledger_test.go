@@ -156,10 +156,19 @@ func TestCheck(t *testing.T) {
 	}
 	full := l.check(map[string]map[string]readResult{"h1": h1, "h2": h2})
 	text := strings.Join(full.Examples, "\n")
-	for _, s := range []string{"lost on h1: lost", "stale on h1: stale", "back on h1: came back", "unread on h1: unreadable"} {
+	for _, s := range []string{
+		`lost: want "a"; read absent on h1 (lost); "a" on h2`,
+		`stale: want "b"; read "a" on h1 (stale); "b" on h2`,
+		`back: want absent; read "a" on h1 (came back); absent on h2`,
+		`unread: want "a"; read error timeout on h1 (unreadable); error no answer on h2 (unreadable)`,
+		`twoways: want "a" or "b"; read "a" on h1; "b" on h2`,
+	} {
 		if !strings.Contains(text, s) {
 			t.Errorf("examples lack %q:\n%s", s, text)
 		}
+	}
+	if strings.Contains(text, "kept") || strings.Contains(text, "unsure") {
+		t.Errorf("examples name keys read right everywhere:\n%s", text)
 	}
 }
 
