@@ -237,9 +237,10 @@ func runSuite(ctx context.Context, o options, stderr io.Writer) ([]*result, erro
 	if err := nw.build(ctx); err != nil {
 		return nil, err
 	}
+	var results []*result
 	defer func() {
 		nw.destroy()
-		s.logf("removed the hosts; %d scenarios took %v", len(o.scenarios), time.Since(began).Round(time.Second))
+		s.logf("removed the hosts; %d of %d scenarios ran in %v", len(results), len(o.scenarios), time.Since(began).Round(time.Second))
 	}()
 	dir, err := os.MkdirTemp("", "ghostchaos-")
 	if err != nil {
@@ -252,7 +253,6 @@ func runSuite(ctx context.Context, o options, stderr io.Writer) ([]*result, erro
 	if !nw.netem {
 		s.logf("this kernel has no netem qdisc: lossy uses iptables loss and an NFQUEUE delayer")
 	}
-	var results []*result
 	for _, name := range o.scenarios {
 		i := slices.IndexFunc(scenarios, func(sc scenario) bool { return sc.name == name })
 		s.logf("%s: starting %d nodes", name, o.hosts)
