@@ -38,25 +38,11 @@ func runDelayer(raw string, stdin io.Reader, stdout io.Writer) error {
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil || cfg.Queue == 0 || cfg.Delay <= 0 {
 		return fmt.Errorf("delayer config %q: want a queue and a positive delay (%v)", raw, err)
 	}
-	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.NETLINK_NETFILTER)
+	fd, err := bindQueue(cfg.Queue)
 	if err != nil {
-		return fmt.Errorf("netlink socket: %w", err)
+		return err
 	}
 	defer syscall.Close(fd)
-	if err := syscall.Bind(fd, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
-		return fmt.Errorf("netlink bind: %w", err)
-	}
-	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 8<<20)
-	_ = syscall.SetsockoptInt(fd, solNetlink, netlinkNoENOBUFS, 1)
-	buf := make([]byte, 1<<16)
-	for _, m := range configMessages(cfg.Queue) {
-		if err := nlSend(fd, m); err != nil {
-			return err
-		}
-		if err := nlAck(fd, buf); err != nil {
-			return fmt.Errorf("configure NFQUEUE %d: %w", cfg.Queue, err)
-		}
-	}
 	if err := json.NewEncoder(stdout).Encode(message{T: msgReady}); err != nil {
 		return err
 	}
@@ -73,6 +59,7 @@ func runDelayer(raw string, stdin io.Reader, stdout io.Writer) error {
 	due := make(chan queued, 1<<16)
 	go releaseLoop(fd, cfg.Queue, due, &pass)
 	errorsSeen := 0
+	buf := make([]byte, 1<<16)
 	for {
 		n, _, err := syscall.Recvfrom(fd, buf, 0)
 		if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.ENOBUFS) {
@@ -101,6 +88,32 @@ func runDelayer(raw string, stdin io.Reader, stdout io.Writer) error {
 			}
 		}
 	}
+}
+
+// bindQueue opens a netlink socket and binds it to NFQUEUE queue.
+func bindQueue(queue uint16) (int, error) {
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.NETLINK_NETFILTER)
+	if err != nil {
+		return -1, fmt.Errorf("netlink socket: %w", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("netlink bind: %w", err)
+	}
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 8<<20)
+	_ = syscall.SetsockoptInt(fd, solNetlink, netlinkNoENOBUFS, 1)
+	buf := make([]byte, 1<<16)
+	for _, m := range configMessages(queue) {
+		err := nlSend(fd, m)
+		if err == nil {
+			err = nlAck(fd, buf)
+		}
+		if err != nil {
+			syscall.Close(fd)
+			return -1, fmt.Errorf("configure NFQUEUE %d: %w", queue, err)
+		}
+	}
+	return fd, nil
 }
 
 // releaseLoop lets packets go once their delay is over, in order, with one

@@ -90,15 +90,7 @@ func (s *suite) runScenario(ctx context.Context, sc scenario) *result {
 // drive runs the phases of a scenario.
 func (s *suite) drive(ctx context.Context, sc scenario, c *cluster, res *result, ph *phases) error {
 	t := s.opts.timing
-	for _, h := range s.mainHosts() {
-		if err := c.start(ctx, h, false, true); err != nil {
-			return err
-		}
-	}
-	if _, err := c.waitMembers(ctx, c.running(), c.want, convergeTimeout); err != nil {
-		return fmt.Errorf("forming the cluster: %w", err)
-	}
-	if _, _, err := c.waitSafe(ctx, safeTimeout); err != nil {
+	if err := c.form(ctx); err != nil {
 		return fmt.Errorf("forming the cluster: %w", err)
 	}
 	ph.load = time.Now()
@@ -142,6 +134,27 @@ func (s *suite) drive(ctx context.Context, sc scenario, c *cluster, res *result,
 	}
 
 	ph.stop = time.Now()
+	return c.verify(ctx, res)
+}
+
+// form starts a node on every main host and waits until they are one
+// cluster, and Safe.
+func (c *cluster) form(ctx context.Context) error {
+	for _, h := range c.s.mainHosts() {
+		if err := c.start(ctx, h, false, true); err != nil {
+			return err
+		}
+	}
+	if _, err := c.waitMembers(ctx, c.running(), c.want, convergeTimeout); err != nil {
+		return err
+	}
+	_, _, err := c.waitSafe(ctx, safeTimeout)
+	return err
+}
+
+// verify stops the load, reads every key back from every host and judges
+// the reads against the ledger.
+func (c *cluster) verify(ctx context.Context, res *result) error {
 	if err := c.stopLoad(ctx); err != nil {
 		return err
 	}
