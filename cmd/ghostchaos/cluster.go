@@ -63,6 +63,7 @@ type cluster struct {
 	// want is the membership the cluster should converge to: the hosts
 	// that are members once the fault is healed.
 	want     []*host
+	frozen   bool                              // the writers leave their warm keys alone
 	cleanups []func(ctx context.Context) error // undo faults, last first
 }
 
@@ -102,6 +103,7 @@ func (c *cluster) start(ctx context.Context, h *host, withLoad, fresh bool) erro
 // load starts the workload of host h's process.
 func (c *cluster) load(ctx context.Context, h *host, fresh bool) error {
 	spec := c.s.loadSpec(h, fresh)
+	spec.Frozen = c.frozen
 	_, err := c.procs[h.num].call(ctx, command{Cmd: cmdLoad, Load: &spec}, statusTimeout)
 	return err
 }
@@ -215,6 +217,17 @@ func (c *cluster) waitSafe(ctx context.Context, timeout time.Duration) (took tim
 			return 0, true, err
 		}
 	}
+}
+
+// freeze tells every writer to leave its warm keys alone from now on.
+func (c *cluster) freeze(ctx context.Context) error {
+	c.frozen = true
+	for _, h := range c.running() {
+		if _, err := c.procs[h.num].call(ctx, command{Cmd: cmdFreeze}, statusTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stopLoad stops the workload everywhere and waits until every write has

@@ -249,6 +249,15 @@ type checkResult struct {
 	Disagree    int      `json:"disagree"`    // keys the hosts read differently (errors aside)
 	Odd         int      `json:"contradictions,omitempty"`
 	Examples    []string `json:"examples,omitempty"` // a few of the wrong reads
+	// ByClass splits Keys, Lost and Stale by key class (protocol.go).
+	ByClass map[string]*classCounts `json:"by_class,omitempty"`
+}
+
+// classCounts are the keys of one class, and how many were lost or stale.
+type classCounts struct {
+	Keys  int `json:"keys"`
+	Lost  int `json:"lost"`
+	Stale int `json:"stale"`
 }
 
 // maxExamples bounds checkResult.Examples.
@@ -282,6 +291,19 @@ func (l *ledger) check(byHost map[string]map[string]readResult) checkResult {
 		}
 		res.Lost += b2i(wrong[wrongLost])
 		res.Stale += b2i(wrong[wrongStale] || wrong[wrongBack])
+		if class := classOfKey(key); class != "" {
+			if res.ByClass == nil {
+				res.ByClass = map[string]*classCounts{}
+			}
+			cc := res.ByClass[class]
+			if cc == nil {
+				cc = &classCounts{}
+				res.ByClass[class] = cc
+			}
+			cc.Keys++
+			cc.Lost += b2i(wrong[wrongLost])
+			cc.Stale += b2i(wrong[wrongStale] || wrong[wrongBack])
+		}
 		res.Resurrected += b2i(wrong[wrongBack])
 		res.Unreadable += b2i(wrong[wrongUnreadable])
 		answers := 0 // distinct reads that are not errors

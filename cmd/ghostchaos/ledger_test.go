@@ -172,6 +172,22 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+func TestCheckByClass(t *testing.T) {
+	cold, warm, hot := keyName(1, 0, 0), keyName(1, 0, 1), keyName(1, 0, 2)
+	l := ledgerOf(t, map[string][]write{
+		cold: {{opAdd, "a", outcomeOK}},
+		warm: {{opPut, "a", outcomeOK}, {opPut, "b", outcomeOK}},
+		hot:  {{opPut, "a", outcomeOK}},
+	})
+	res := l.check(map[string]map[string]readResult{"h1": {cold: absent, warm: present("a"), hot: present("a")}})
+	want := map[string]classCounts{classCold: {1, 1, 0}, classWarm: {1, 0, 1}, classHot: {1, 0, 0}}
+	for c, w := range want {
+		if got := res.ByClass[c]; got == nil || *got != w {
+			t.Errorf("class %s: %+v, want %+v", c, got, w)
+		}
+	}
+}
+
 func mustOK(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

@@ -26,6 +26,7 @@ type load struct {
 	slots slotRecorder
 
 	nextID atomic.Int64
+	frozen atomic.Bool     // writers leave their warm keys alone
 	ctx    context.Context // ends at stop or at spec.Until
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -34,6 +35,7 @@ type load struct {
 func startLoad(node *ghost.Node, cfg nodeConfig, spec loadSpec, out *reporter) *load {
 	ctx, cancel := context.WithDeadline(context.Background(), spec.Until)
 	l := &load{node: node, cfg: cfg, spec: spec, out: out, ctx: ctx, cancel: cancel}
+	l.frozen.Store(spec.Frozen)
 	l.slots.reset(cfg.Host, time.Now())
 	for w := range spec.Writers {
 		l.wg.Go(func() { l.writer(w) })
@@ -74,40 +76,70 @@ func (l *load) pace(next *time.Time, period time.Duration) bool {
 }
 
 // writer w owns keys keyName(host, w, 0..Keys-1): no one else writes them,
-// so what it was told is the whole truth about them.
+// so what it was told is the whole truth about them. A fresh writer first
+// adds its cold keys, then writes its warm and hot keys at random; once
+// frozen, its hot keys only.
 func (l *load) writer(w int) {
 	rng := rand.New(rand.NewPCG(uint64(l.cfg.Epoch), uint64(w)))
 	// held is what the writer believes of each key: true held, false
 	// absent, missing unknown (a restarted writer knows nothing).
 	held := make(map[int]bool)
+	next := time.Now()
 	if l.spec.Fresh {
 		for i := range l.spec.Keys {
 			held[i] = false
 		}
+		for i := 0; i < l.spec.Keys; i += 3 {
+			if !l.pace(&next, l.spec.WriteEvery) {
+				return
+			}
+			l.writeKey(w, i, opAdd, held)
+		}
 	}
-	next := time.Now()
 	for l.pace(&next, l.spec.WriteEvery) {
+		if i, ok := l.pickKey(rng); ok {
+			l.writeKey(w, i, chooseWrite(rng, held, i), held)
+		}
+	}
+}
+
+// pickKey picks a warm or hot key, or a hot one once frozen.
+func (l *load) pickKey(rng *rand.Rand) (int, bool) {
+	for range 100 {
 		i := rng.IntN(l.spec.Keys)
-		kind := chooseWrite(rng, held, i)
-		key := keyName(l.cfg.Host, w, i)
-		ref := opRef{Epoch: l.cfg.Epoch, ID: l.nextID.Add(1)}
-		var value string
-		if kind != opDelete {
-			value = fmt.Sprintf("e%d.%d", ref.Epoch, ref.ID)
+		switch keyClass(i) {
+		case classHot:
+			return i, true
+		case classWarm:
+			if !l.frozen.Load() {
+				return i, true
+			}
 		}
-		l.out.send(message{T: msgBegin, Ref: ref, Key: key, Kind: kind, Value: value})
-		res := l.write(key, kind, value)
-		l.out.send(message{T: msgEnd, Ref: ref, Result: res})
-		switch res {
-		case outcomeOK:
-			held[i] = kind != opDelete
-		case outcomeNotStored:
-			held[i] = true
-		case outcomeNotFound:
-			held[i] = false
-		default:
-			delete(held, i)
-		}
+	}
+	return 0, false
+}
+
+// writeKey makes one write of writer w's key i, reported before and
+// after, and updates what the writer believes of the key.
+func (l *load) writeKey(w, i int, kind opKind, held map[int]bool) {
+	key := keyName(l.cfg.Host, w, i)
+	ref := opRef{Epoch: l.cfg.Epoch, ID: l.nextID.Add(1)}
+	var value string
+	if kind != opDelete {
+		value = fmt.Sprintf("e%d.%d", ref.Epoch, ref.ID)
+	}
+	l.out.send(message{T: msgBegin, Ref: ref, Key: key, Kind: kind, Value: value})
+	res := l.write(key, kind, value)
+	l.out.send(message{T: msgEnd, Ref: ref, Result: res})
+	switch res {
+	case outcomeOK:
+		held[i] = kind != opDelete
+	case outcomeNotStored:
+		held[i] = true
+	case outcomeNotFound:
+		held[i] = false
+	default:
+		delete(held, i)
 	}
 }
 

@@ -30,6 +30,43 @@ func TestNthKeyCoversEveryWriterKey(t *testing.T) {
 	}
 }
 
+func TestKeyClasses(t *testing.T) {
+	for i, want := range []string{classCold, classWarm, classHot, classCold} {
+		k := keyName(2, 1, i)
+		if got := classOfKey(k); got != want || keyClass(i) != want {
+			t.Errorf("key %d (%s): class %q, want %q", i, k, got, want)
+		}
+	}
+	if c := classOfKey("kept"); c != "" {
+		t.Errorf("a key of no class has class %q", c)
+	}
+}
+
+func TestPickKeyLeavesColdAndFrozenWarmAlone(t *testing.T) {
+	l := &load{spec: loadSpec{Keys: 9}}
+	rng := rand.New(rand.NewPCG(3, 4))
+	seen := map[string]int{}
+	for range 1000 {
+		i, ok := l.pickKey(rng)
+		if ok {
+			seen[keyClass(i)]++
+		}
+	}
+	if seen[classCold] != 0 || seen[classWarm] == 0 || seen[classHot] == 0 {
+		t.Errorf("picked %v, want warm and hot keys only", seen)
+	}
+	l.frozen.Store(true)
+	clear(seen)
+	for range 1000 {
+		if i, ok := l.pickKey(rng); ok {
+			seen[keyClass(i)]++
+		}
+	}
+	if seen[classHot] == 0 || len(seen) != 1 {
+		t.Errorf("frozen: picked %v, want hot keys only", seen)
+	}
+}
+
 func TestChooseWrite(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	count := func(held map[int]bool) map[opKind]int {

@@ -9,7 +9,11 @@
 // from a node file of the hosts' IP addresses. The clients run inside the
 // node processes, calling the embedded node as an application does: every
 // host has writers (put, add, delete; each key has one writer) and readers.
-// Every write is reported to the suite before and after its call. All
+// A third of each writer's keys are cold (added once at the start, then
+// only read), a third warm (written until the fault is healed), a third
+// hot (written all along), so that what a fault did is not overwritten
+// before the end. Every write is reported to the suite before and after
+// its call. All
 // traffic stays in the namespaces the suite made, and the suite refuses any
 // address that is not one of its hosts.
 //
@@ -166,7 +170,7 @@ func parseFlags(args []string, stderr io.Writer) (o options, cleanup, force, lis
 	subnet := fs.String("subnet", "10.199.7.0/24", "the hosts' private subnet, inside the namespaces only")
 	fs.BoolVar(&o.verbose, "v", false, "node warnings to stderr")
 	fs.IntVar(&o.writers, "writers", 2, "writers per host")
-	fs.IntVar(&o.keys, "keys", 100, "keys per writer")
+	fs.IntVar(&o.keys, "keys", 99, "keys per writer: a third each cold, warm and hot")
 	fs.IntVar(&o.readers, "readers", 2, "readers per host")
 	fs.DurationVar(&o.writeEvery, "write-every", 20*time.Millisecond, "pace of each writer")
 	fs.DurationVar(&o.readEvery, "read-every", 10*time.Millisecond, "pace of each reader")
@@ -193,8 +197,8 @@ func parseFlags(args []string, stderr io.Writer) (o options, cleanup, force, lis
 	case err != nil:
 	case o.hosts < 3:
 		err = fmt.Errorf("-hosts %d: want at least 3", o.hosts)
-	case o.writers < 1 || o.keys < 1 || o.readers < 0 || o.writeEvery <= 0 || o.readEvery <= 0:
-		err = errors.New("-writers and -keys must be positive, -readers not negative, the paces positive")
+	case o.writers < 1 || o.keys < 3 || o.readers < 0 || o.writeEvery <= 0 || o.readEvery <= 0:
+		err = errors.New("-writers must be positive, -keys at least 3 (a cold, a warm and a hot one), -readers not negative, the paces positive")
 	case o.impair.lossPct < 0 || o.impair.lossPct >= 100 || o.impair.delay < 0:
 		err = errors.New("-loss must be in [0, 100), -delay not negative")
 	}

@@ -167,6 +167,12 @@ func (np *nodeProcess) do(cmd command) (reply message, leave bool) {
 		np.startLoad(*cmd.Load)
 	case cmdStop:
 		np.stopLoad()
+	case cmdFreeze:
+		np.mu.Lock()
+		if np.load != nil {
+			np.load.frozen.Store(true)
+		}
+		np.mu.Unlock()
 	case cmdStatus:
 		reply.Members = np.node.Members()
 		reply.Safe = safeState(np.node)

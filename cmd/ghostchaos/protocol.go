@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,7 @@ const (
 	cmdStatus = "status" // members and Safe
 	cmdCheck  = "check"  // read keys, with retries, and return what was read
 	cmdLeave  = "leave"  // stop the load, Leave the cluster and exit
+	cmdFreeze = "freeze" // writers leave their warm keys alone from now on
 )
 
 // command is one line a node process reads.
@@ -45,7 +47,8 @@ type loadSpec struct {
 	Readers     int           `json:"readers"`      // reader goroutines
 	ReadEvery   time.Duration `json:"read_every"`   // pace of each reader
 	WriterHosts int           `json:"writer_hosts"` // hosts 1..WriterHosts have writers: readers read their keys
-	Fresh       bool          `json:"fresh"`        // the keys were never written: writers know they are absent
+	Fresh       bool          `json:"fresh"`        // the keys were never written: writers add the cold ones, and know the rest absent
+	Frozen      bool          `json:"frozen"`       // writers leave their warm keys alone
 	Until       time.Time     `json:"until"`        // the load stops by itself then, whatever happens
 }
 
@@ -107,5 +110,35 @@ type slot struct {
 	FirstErr  string     `json:"first_err,omitempty"`
 }
 
-// keyName is writer w's key i on host h.
-func keyName(h, w, i int) string { return fmt.Sprintf("h%d-w%d-%d", h, w, i) }
+// Key classes: what its writer does with a key during a scenario. Hot
+// keys alone would hide what a fault did: by the end of a long run every
+// one of them has been written again since.
+const (
+	classCold = "cold" // added once when the load starts, then only read: pairs lost at rest
+	classWarm = "warm" // written until the fault is healed, then only read: what became of the writes made during the fault
+	classHot  = "hot"  // written all along
+)
+
+// keyClass is the class of a writer's key i: a third of the keys each.
+func keyClass(i int) string {
+	switch i % 3 {
+	case 0:
+		return classCold
+	case 1:
+		return classWarm
+	}
+	return classHot
+}
+
+// keyName is writer w's key i on host h, its class in its name.
+func keyName(h, w, i int) string { return fmt.Sprintf("h%d-w%d-%s%d", h, w, keyClass(i), i) }
+
+// classOfKey is the class named in a key, or "" for a key of no class.
+func classOfKey(key string) string {
+	for _, c := range []string{classCold, classWarm, classHot} {
+		if strings.Contains(key, "-"+c) {
+			return c
+		}
+	}
+	return ""
+}

@@ -156,6 +156,15 @@ func writeTable(w io.Writer, results []*result) {
 			lines = append(lines, "error: "+r.Err)
 		}
 		lines = append(lines, r.Notes...)
+		if r.Check.Lost+r.Check.Stale > 0 && len(r.Check.ByClass) > 0 {
+			var parts []string
+			for _, c := range []string{classCold, classWarm, classHot} {
+				if cc := r.Check.ByClass[c]; cc != nil {
+					parts = append(parts, fmt.Sprintf("%s %d lost, %d stale of %d", c, cc.Lost, cc.Stale, cc.Keys))
+				}
+			}
+			lines = append(lines, "by key class: "+strings.Join(parts, "; "))
+		}
 		if r.Check.Resurrected > 0 {
 			lines = append(lines, fmt.Sprintf("%d of the stale keys were deleted and came back", r.Check.Resurrected))
 		}

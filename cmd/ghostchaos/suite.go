@@ -12,7 +12,8 @@ import (
 //
 //	before  the load runs undisturbed for timing.Before
 //	during  the fault is applied, held and healed
-//	after   the cluster converges (members, then Safe) and the load runs
+//	after   the writers leave their warm keys alone (protocol.go), the
+//	        cluster converges (members, then Safe) and the load runs
 //	        timing.After more
 //
 // and then the load stops and every key of the ledger is read back from
@@ -114,6 +115,9 @@ func (s *suite) drive(ctx context.Context, sc scenario, c *cluster, res *result,
 	}
 	if err != nil {
 		return fmt.Errorf("fault: %w", err)
+	}
+	if err := c.freeze(ctx); err != nil {
+		return err
 	}
 
 	conv, err := c.waitMembers(ctx, c.running(), c.want, convergeTimeout)
