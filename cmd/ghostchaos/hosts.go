@@ -278,12 +278,12 @@ func runCmdInput(ctx context.Context, stdin []byte, args ...string) (string, err
 }
 
 // errNotRoot is the suite's refusal to run without root.
-var errNotRoot = errors.New("ghostchaos needs root: it creates network namespaces, links, iptables rules and qdiscs (try: sudo go run ./cmd/ghostchaos -short)")
+var errNotRoot = errors.New("needs root: it creates network namespaces, links, iptables rules and qdiscs (try: sudo go run ./cmd/ghostchaos -short)")
 
 // checkSystem checks for root and the tools the suite uses.
 func checkSystem(euid int, lookPath func(string) (string, error)) error {
 	if !onLinux {
-		return errors.New("ghostchaos needs Linux: its hosts are network namespaces")
+		return errors.New("needs Linux: its hosts are network namespaces")
 	}
 	if euid != 0 {
 		return errNotRoot
@@ -295,7 +295,7 @@ func checkSystem(euid int, lookPath func(string) (string, error)) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("ghostchaos needs %s on PATH (Debian: apt-get install iproute2 iptables)", strings.Join(missing, ", "))
+		return fmt.Errorf("needs %s on PATH (Debian: apt-get install iproute2 iptables)", strings.Join(missing, ", "))
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -195,18 +194,5 @@ func (p *proc) close(timeout time.Duration) {
 	case <-p.exited:
 	case <-time.After(timeout):
 		p.kill()
-	}
-}
-
-// errExited: a process that should be running is gone.
-var errExited = errors.New("process exited")
-
-// alive reports whether the process still runs.
-func (p *proc) alive() error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("%s: %w: %v", p.host, errExited, p.cmd.ProcessState)
-	default:
-		return nil
 	}
 }
