@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -243,7 +244,36 @@ func cleanupLeftovers(ctx context.Context, force bool) ([]string, error) {
 	for prefix := range runs {
 		removed = append(removed, removeNamespaces(ctx, prefix)...)
 	}
-	return removed, nil
+	return append(removed, removeTempDirs(force)...), nil
+}
+
+// tempPrefix starts the name of the run's directory for its node file.
+func tempPrefix() string { return fmt.Sprintf("ghostchaos-%d-", os.Getpid()) }
+
+// nodeFileName is the node file in that directory.
+const nodeFileName = "nodes.conf"
+
+// removeTempDirs removes the node-file directories of runs that are gone
+// (or of all, with force), as a killed run leaves them: only directories
+// named by tempPrefix that hold nothing but a node file.
+func removeTempDirs(force bool) []string {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "ghostchaos-*-*"))
+	var removed []string
+	for _, d := range dirs {
+		pidText, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), "ghostchaos-"), "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || !force && (pid == os.Getpid() || processAlive(pid)) {
+			continue
+		}
+		entries, err := os.ReadDir(d)
+		if err != nil || len(entries) > 1 || len(entries) == 1 && entries[0].Name() != nodeFileName {
+			continue
+		}
+		if os.RemoveAll(d) == nil {
+			removed = append(removed, d)
+		}
+	}
+	return removed
 }
 
 // processAlive reports whether a ghostchaos process has this pid.

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -118,5 +120,30 @@ COMMIT
 	im := impairment{lossPct: 2.5, delay: 20 * 1e6}
 	if a := strings.Join(im.netemArgs(), " "); a != "netem delay 20000us loss 2.5%" {
 		t.Errorf("netem args %q", a)
+	}
+}
+
+func TestRemoveTempDirs(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	mk := func(name string, files ...string) string {
+		d := filepath.Join(os.TempDir(), name)
+		mustOK(t, os.Mkdir(d, 0o755))
+		for _, f := range files {
+			mustOK(t, os.WriteFile(filepath.Join(d, f), nil, 0o644))
+		}
+		return d
+	}
+	dead := mk("ghostchaos-999999999-1", nodeFileName) // no such process
+	mine := mk(tempPrefix()+"1", nodeFileName)         // this process: still running
+	other := mk("ghostchaos-999999999-2", nodeFileName, "more")
+	named := mk("ghostchaos-notapid-3", nodeFileName)
+	removed := removeTempDirs(false)
+	if len(removed) != 1 || removed[0] != dead {
+		t.Errorf("removed %q, want only %q", removed, dead)
+	}
+	for _, d := range []string{mine, other, named} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
 	}
 }

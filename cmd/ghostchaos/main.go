@@ -50,6 +50,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -176,7 +177,7 @@ func parseFlags(args []string, stderr io.Writer) (o options, cleanup, force, lis
 	fs.DurationVar(&o.readEvery, "read-every", 10*time.Millisecond, "pace of each reader")
 	fs.Float64Var(&o.impair.lossPct, "loss", 5, "lossy: packet loss each way, percent")
 	fs.DurationVar(&o.impair.delay, "delay", 20*time.Millisecond, "lossy: added latency each way")
-	fs.BoolVar(&cleanup, "cleanup", false, "only remove the namespaces (and their processes) of earlier runs that are gone")
+	fs.BoolVar(&cleanup, "cleanup", false, "only remove the namespaces (and their processes) and node files of earlier runs that are gone")
 	fs.BoolVar(&force, "force", false, "with -cleanup: also those of runs still going")
 	fs.BoolVar(&list, "list", false, "list the scenarios")
 	if err = fs.Parse(args); err != nil {
@@ -246,7 +247,7 @@ func runSuite(ctx context.Context, o options, stderr io.Writer) ([]*result, erro
 		nw.destroy()
 		s.logf("removed the hosts; %d of %d scenarios ran in %v", len(results), len(o.scenarios), time.Since(began).Round(time.Second))
 	}()
-	dir, err := os.MkdirTemp("", "ghostchaos-")
+	dir, err := os.MkdirTemp("", tempPrefix())
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +283,7 @@ func writeNodeFile(dir string, hosts []*host, guard *addrGuard) (string, error) 
 		}
 		b.WriteString(h.ip.String() + "\n")
 	}
-	path := dir + "/nodes.conf"
+	path := filepath.Join(dir, nodeFileName)
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
