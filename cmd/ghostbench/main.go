@@ -45,6 +45,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ghostdb/ghost/internal/latency"
 )
 
 // options are the command line flags.
@@ -404,7 +406,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 		}()
 	}
 	var pr passResult
-	var hist histogram
+	var hist latency.Histogram
 	var gets, hits int64
 	var errs []error
 	for range c.load {
@@ -418,7 +420,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 		pr.OpsPerSec += float64(o.res.Ops) / o.res.Seconds
 		gets += o.res.Gets
 		hits += o.res.Hits
-		if err := hist.addSparse(o.res.Hist); err != nil {
+		if err := hist.AddSparse(o.res.Hist); err != nil {
 			errs = append(errs, err)
 		}
 		if pr.FirstError == "" {
@@ -438,9 +440,9 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	if gets > 0 {
 		pr.HitRate = float64(hits) / float64(gets)
 	}
-	pr.P50 = hist.quantile(0.50).Seconds() * 1e6
-	pr.P99 = hist.quantile(0.99).Seconds() * 1e6
-	pr.P999 = hist.quantile(0.999).Seconds() * 1e6
+	pr.P50 = hist.Quantile(0.50).Seconds() * 1e6
+	pr.P99 = hist.Quantile(0.99).Seconds() * 1e6
+	pr.P999 = hist.Quantile(0.999).Seconds() * 1e6
 	pr.MeanLatency = float64(c.cmd.Conc*len(c.load)) / pr.OpsPerSec * 1e9
 	return pr, nil
 }

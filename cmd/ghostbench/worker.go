@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ghostdb/ghost"
+	"github.com/ghostdb/ghost/internal/latency"
 )
 
 // A worker is one process of the GhostDB cluster under test. ghostbench
@@ -261,7 +262,7 @@ const (
 
 // loopStats is what one load goroutine counted.
 type loopStats struct {
-	hist                    histogram
+	hist                    latency.Histogram
 	ops, gets, hits, errors int64
 	firstErr                error
 }
@@ -286,7 +287,7 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 
 	var total loopStats
 	for _, s := range stats {
-		total.hist.merge(&s.hist)
+		total.hist.Merge(&s.hist)
 		total.ops += s.ops
 		total.gets += s.gets
 		total.hits += s.hits
@@ -297,7 +298,7 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 	}
 	res := &cellResult{
 		Ops: total.ops, Gets: total.gets, Hits: total.hits, Errors: total.errors,
-		Seconds: elapsed.Seconds(), Hist: total.hist.sparse(),
+		Seconds: elapsed.Seconds(), Hist: total.hist.Sparse(),
 	}
 	if total.firstErr != nil {
 		res.FirstErr = total.firstErr.Error()
@@ -337,7 +338,7 @@ func (w *worker) loop(ctx context.Context, cl client, keys []string, cmd command
 			continue
 		}
 		if timed {
-			st.hist.record(time.Since(t0))
+			st.hist.Record(time.Since(t0))
 		}
 		st.ops++
 		if isGet {

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ghostdb/ghost"
+	"github.com/hashicorp/memberlist"
+)
+
+// The node process: one GhostDB node in a host's network namespace, with
+// the clients of that host (writers and readers calling the embedded node,
+// as an application would). It reports every write it begins and ends to
+// the suite before and after the call, so the ledger survives the process's
+// death: a write begun and never ended is indeterminate.
+
+// requestTimeout is Config.RequestTimeout: a peer that owes a reply this
+// long is given up, and the call fails over.
+const requestTimeout = time.Second
+
+// callTimeout bounds one client call, fail-overs included.
+const callTimeout = 3 * time.Second
+
+// fastGossip tunes memberlist so that a node that stops answering is
+// declared dead in one to two seconds, rather than the LAN defaults' five
+// or more: the settings of the tests of failures (cluster_test.go), which
+// hold on a loaded two-core machine.
+func fastGossip(mc *memberlist.Config) {
+	mc.ProbeInterval = 200 * time.Millisecond
+	mc.ProbeTimeout = 150 * time.Millisecond
+	mc.SuspicionMult = 3
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.GossipInterval = 30 * time.Millisecond
+	mc.PushPullInterval = time.Second
+	mc.TCPTimeout = 2 * time.Second
+	mc.GossipToTheDeadTime = time.Second
+}
+
+// nodeProcess is the state of a node process.
+type nodeProcess struct {
+	cfg   nodeConfig
+	guard *addrGuard
+	node  *ghost.Node
+	out   *reporter
+
+	mu   sync.Mutex // guards load
+	load *load      // nil when no load runs
+}
+
+// runNode is main for a node process. It returns when stdin closes (the
+// suite is gone or done with it) or after a leave command.
+func runNode(raw string, stdin io.Reader, stdout io.Writer) error {
+	out := &reporter{enc: json.NewEncoder(stdout)}
+	np, err := startNode(raw, out)
+	if err != nil {
+		out.send(message{T: msgFailed, Err: err.Error()})
+		return err
+	}
+	out.send(message{T: msgReady})
+	in := bufio.NewScanner(stdin)
+	in.Buffer(make([]byte, 64<<10), 64<<20)
+	for in.Scan() {
+		var cmd command
+		if err := json.Unmarshal(in.Bytes(), &cmd); err != nil {
+			out.send(message{T: msgReply, Err: fmt.Sprintf("bad command: %v", err)})
+			continue
+		}
+		reply, leave := np.do(cmd)
+		reply.T, reply.ID = msgReply, cmd.ID
+		out.send(reply)
+		if leave {
+			return nil
+		}
+	}
+	// The suite is done with this node, and is ending the others at the
+	// same moment: their Leave broadcasts may find no one left to hear
+	// them, which is no news.
+	np.stopLoad()
+	_ = np.node.Close()
+	return nil
+}
+
+// startNode checks the configuration against the address guard and joins.
+func startNode(raw string, out *reporter) (*nodeProcess, error) {
+	var cfg nodeConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	subnet, err := netip.ParsePrefix(cfg.Subnet)
+	if err != nil {
+		return nil, fmt.Errorf("node config: subnet: %w", err)
+	}
+	var hosts []netip.Addr
+	for _, h := range cfg.Hosts {
+		ip, err := netip.ParseAddr(h)
+		if err != nil {
+			return nil, fmt.Errorf("node config: host %q: %w", h, err)
+		}
+		hosts = append(hosts, ip)
+	}
+	guard, err := newAddrGuard(subnet, hosts)
+	if err != nil {
+		return nil, err
+	}
+	if err := guard.check(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("refusing to listen: %w", err)
+	}
+	if err := checkNodeFile(cfg.NodeFile, guard); err != nil {
+		return nil, err
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if cfg.Verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", cfg.Host)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	node, err := ghost.Join(ctx, ghost.Config{
+		Addr:           cfg.Addr,
+		PeersFile:      cfg.NodeFile,
+		Gossip:         fastGossip,
+		RejoinInterval: 250 * time.Millisecond,
+		RequestTimeout: requestTimeout,
+		DisableHTTP:    true,
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &nodeProcess{cfg: cfg, guard: guard, node: node, out: out}, nil
+}
+
+// checkNodeFile refuses a node file naming any address outside the guard.
+func checkNodeFile(path string, guard *addrGuard) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(string(b)) {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		if err := guard.check(line); err != nil {
+			return fmt.Errorf("node file %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// do runs one command; leave reports that the process should now exit.
+func (np *nodeProcess) do(cmd command) (reply message, leave bool) {
+	switch cmd.Cmd {
+	case cmdLoad:
+		if cmd.Load == nil {
+			return message{Err: "load without a spec"}, false
+		}
+		np.startLoad(*cmd.Load)
+	case cmdStop:
+		np.stopLoad()
+	case cmdFreeze:
+		np.mu.Lock()
+		if np.load != nil {
+			np.load.frozen.Store(true)
+		}
+		np.mu.Unlock()
+	case cmdStatus:
+		reply.Members = np.node.Members()
+		reply.Safe = safeState(np.node)
+		if err := np.guard.checkAll(reply.Members); err != nil {
+			reply.Err = fmt.Sprintf("a member outside the suite's hosts: %v", err)
+		}
+	case cmdCheck:
+		reply.Reads = np.readAll(cmd.Keys)
+	case cmdLeave:
+		np.stopLoad()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := np.node.Leave(ctx); err != nil {
+			reply.Err = err.Error()
+		}
+		return reply, true
+	default:
+		reply.Err = fmt.Sprintf("unknown command %q", cmd.Cmd)
+	}
+	return reply, false
+}
+
+// safeState asks the node whether it is Safe, when it can tell: replication
+// (issue 8) adds Node.Safe; this build may not have it yet.
+func safeState(node *ghost.Node) string {
+	s, ok := any(node).(interface{ Safe() bool })
+	switch {
+	case !ok:
+		return safeUnknown
+	case s.Safe():
+		return safeYes
+	}
+	return safeNo
+}
+
+// readAll reads every key, retrying failed reads a few times, and returns
+// what it read.
+func (np *nodeProcess) readAll(keys []string) map[string]readResult {
+	out := make(map[string]readResult, len(keys))
+	for _, k := range keys {
+		var r readResult
+		for try := range 4 {
+			if try > 0 {
+				time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+			}
+			if r = np.read(k); r.Err == "" {
+				break
+			}
+		}
+		out[k] = r
+	}
+	return out
+}
+
+func (np *nodeProcess) read(key string) readResult {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	it, err := np.node.Get(ctx, key)
+	switch {
+	case errors.Is(err, ghost.ErrCacheMiss):
+		return readResult{}
+	case err != nil:
+		return readResult{Err: err.Error()}
+	}
+	var v string
+	if err := it.Decode(&v); err != nil {
+		return readResult{Err: fmt.Sprintf("decode: %v", err)}
+	}
+	return readResult{Present: true, Value: v}
+}
+
+func (np *nodeProcess) startLoad(spec loadSpec) {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	if np.load == nil {
+		np.load = startLoad(np.node, np.cfg, spec, np.out)
+	}
+}
+
+func (np *nodeProcess) stopLoad() {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	if np.load != nil {
+		np.load.stop()
+		np.load = nil
+	}
+}
+
+// reporter writes messages to stdout, one JSON line each, unbuffered: a
+// line written before the process is killed reaches the suite.
+type reporter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (r *reporter) send(m message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = r.enc.Encode(m) // the suite is gone: nothing to tell
+}
