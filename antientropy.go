@@ -31,9 +31,7 @@ func (n *Node) antiEntropyRound() {
 			if differs, err := n.compareDigest(p, t.members[i], t.version); err == nil && differs {
 				n.stats.resyncs.Add(1)
 				n.log.Info("ghost: anti-entropy found a backup out of line; resyncing", "partition", p, "backup", t.members[i].addr)
-				if err := n.sendPartition(p, t.members[i], false); err != nil {
-					n.log.Debug("ghost: resync stopped", "partition", p, "err", err)
-				}
+				n.startStream(transferKey{p, t.members[i].name}, t.members[i], false)
 			}
 		}
 	}

@@ -141,7 +141,12 @@ func (c *cluster) waitConverged() {
 				version = v
 			}
 			if !n.Safe() {
-				return fmt.Errorf("%s is not Safe", n.Addr())
+				t := n.table.Load()
+				pending := 0
+				for p := range t.pending {
+					pending += len(t.pending[p])
+				}
+				return fmt.Errorf("%s is not Safe: table %d of %d members, %d copies pending, %d transfers in flight", n.Addr(), t.version, len(t.members), pending, n.transfers.inFlight())
 			}
 		}
 		return nil

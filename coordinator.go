@@ -27,8 +27,10 @@ const readyBatch = 10 * time.Millisecond
 
 // coordinatorState is the table loop's own state; only the loop touches it.
 type coordinatorState struct {
-	active  bool          // this node was the coordinator at the last step
-	readies []readyReport // transfers done, to fold into the next table
+	active   bool            // this node was the coordinator at the last step
+	readies  []readyReport   // transfers done, to fold into the next table
+	known    map[string]bool // the live members at the last step
+	noQuorum bool            // the last step found no quorum (logged once)
 }
 
 // readyReport says that member's copy of partition is filled.
@@ -87,19 +89,36 @@ func (n *Node) coordinate(st *coordinatorState) {
 		st.active, st.readies = false, nil
 		return
 	}
+	var newcomers []member
+	for _, m := range live {
+		if !st.known[m.name] {
+			newcomers = append(newcomers, m)
+		}
+	}
 	if !st.active {
 		// Taking over: start from the newest table any member holds.
-		n.adoptNewest(live)
+		newcomers = live
 		st.active = true
 		n.pushes.mu.Lock()
 		clear(n.pushes.acked)
 		n.pushes.mu.Unlock()
 	}
+	// Members that come into view may hold a newer table than ours: the
+	// other side of a healed split, which went on without us.
+	n.adoptNewest(newcomers)
+	st.known = map[string]bool{}
+	for _, m := range live {
+		st.known[m.name] = true
+	}
 	cur := n.table.Load()
 	if !hasQuorum(cur, live) {
-		n.log.Warn("ghost: coordinator sees too few members of the table to change it", "live", len(live), "table", len(cur.members))
+		if !st.noQuorum {
+			n.log.Warn("ghost: coordinator sees too few members of the table to change it", "live", len(live), "table", len(cur.members))
+		}
+		st.noQuorum = true
 		return
 	}
+	st.noQuorum = false
 	next, targets := plan(cur, live, leaving, n.cfg.Replicas)
 	for _, r := range st.readies {
 		m := next.index(r.member)
@@ -199,11 +218,11 @@ type pushState struct {
 	inflight map[string]bool
 }
 
-// adoptNewest fetches the table of every live member and applies the
+// adoptNewest fetches the table of each of members and applies the
 // newest.
-func (n *Node) adoptNewest(live []member) {
+func (n *Node) adoptNewest(members []member) {
 	var wg sync.WaitGroup
-	for _, m := range live {
+	for _, m := range members {
 		if m.name == n.self.name {
 			continue
 		}
@@ -281,7 +300,16 @@ func (n *Node) applyTable(t *table) bool {
 	}
 	t = t.withSelf(n.self.name)
 	n.table.Store(t)
+	// A node the others went on without (the far side of a split, a pause
+	// taken for a crash) was dropped from the table and maybe added again:
+	// its copies count for nothing in the new table, yet they may hold pairs
+	// no other node has (partitions started afresh without it). It hands
+	// them back to each partition's primary.
+	rejoined := t.self < 0 || t.members[t.self].since > cur.version
 	for p := range t.owners {
+		if rejoined && cur.holds(p) {
+			n.handBack(p)
+		}
 		if cur.holds(p) && !t.holds(p) {
 			n.store.dropPartition(p)
 		}
@@ -306,7 +334,7 @@ func (n *Node) Safe() bool {
 		return false
 	}
 	for i, m := range live {
-		if t.members[i] != m {
+		if !t.members[i].same(m) {
 			return false
 		}
 	}

@@ -78,16 +78,32 @@ func (n *Node) startTransfers() {
 		}
 	}
 	for k := range owed {
-		switch {
-		case ts.done[k]:
+		if ts.done[k] {
 			n.goBackground(func() { n.reportReady(k) })
-		case !ts.running[k]:
-			ts.running[k] = true
-			ts.count.Add(1)
-			to := t.members[t.index(k.to)]
-			n.goBackground(func() { n.runTransfer(k, to, true) })
+		} else {
+			n.startStreamLocked(k, t.members[t.index(k.to)], true)
 		}
 	}
+}
+
+// startStream streams partition k.partition to member to unless a stream
+// of it to that member is under way already: two streams of one partition
+// to one member must not interleave. With ready, the coordinator is told
+// once it is done.
+func (n *Node) startStream(k transferKey, to member, ready bool) {
+	n.transfers.mu.Lock()
+	defer n.transfers.mu.Unlock()
+	n.startStreamLocked(k, to, ready)
+}
+
+func (n *Node) startStreamLocked(k transferKey, to member, ready bool) {
+	ts := &n.transfers
+	if ts.running[k] {
+		return
+	}
+	ts.running[k] = true
+	ts.count.Add(1)
+	n.goBackground(func() { n.runTransfer(k, to, ready) })
 }
 
 // runTransfer streams partition k.partition to member to; with ready, the
@@ -223,6 +239,9 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 		n.log.Warn("ghost: refused a malformed transfer chunk", "err", err)
 		return response{id: req.id, status: statusError, msg: err.Error()}
 	}
+	if c.merge {
+		return n.serveMerge(req, c)
+	}
 	pt := n.store.lock(c.partition)
 	t := n.table.Load()
 	if req.tver > t.version || !t.holds(c.partition) || t.members[t.primary(c.partition)].name != c.sender {
@@ -259,18 +278,20 @@ type chunk struct {
 	sender      string // member name of the primary streaming
 	start       uint64 // version when the stream began
 	first, last bool
+	merge       bool // pairs handed back by a former holder (heal.go), not a primary's stream
 	pairs       []pairCopy
 }
 
 func encodeChunk(c *chunk) []byte {
 	var buf bytes.Buffer
 	enc := msgpack.NewEncoder(&buf)
-	_ = enc.EncodeArrayLen(6)
+	_ = enc.EncodeArrayLen(7)
 	_ = enc.EncodeInt(int64(c.partition))
 	_ = enc.EncodeString(c.sender)
 	_ = enc.EncodeUint(c.start)
 	_ = enc.EncodeBool(c.first)
 	_ = enc.EncodeBool(c.last)
+	_ = enc.EncodeBool(c.merge)
 	_ = enc.EncodeArrayLen(len(c.pairs))
 	for _, p := range c.pairs {
 		_ = enc.EncodeArrayLen(5)
@@ -288,7 +309,7 @@ func encodeChunk(c *chunk) []byte {
 func decodeChunk(b []byte, partitions int) (*chunk, error) {
 	dec := msgpack.NewDecoder(bytes.NewReader(b))
 	var c chunk
-	if n, err := dec.DecodeArrayLen(); err != nil || n != 6 {
+	if n, err := dec.DecodeArrayLen(); err != nil || n != 7 {
 		return nil, fmt.Errorf("ghost: malformed chunk header (%d fields, %v)", n, err)
 	}
 	var err error
@@ -307,6 +328,9 @@ func decodeChunk(b []byte, partitions int) (*chunk, error) {
 		return nil, err
 	}
 	if c.last, err = dec.DecodeBool(); err != nil {
+		return nil, err
+	}
+	if c.merge, err = dec.DecodeBool(); err != nil {
 		return nil, err
 	}
 	count, err := dec.DecodeArrayLen()

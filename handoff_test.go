@@ -254,3 +254,27 @@ func TestNodeKilledMidTransfer(t *testing.T) {
 		})
 	}
 }
+
+func TestSplitHealsWithoutLoss(t *testing.T) {
+	c := newCluster(t, 5, false, fastFailureDetection)
+	l := newLedger()
+	c.preload(l, "pre", 2000)
+	// Two nodes cut off together: the partitions whose both copies are on
+	// their side are started afresh on the majority's, and must come back.
+	minority := []string{c.nodes[3].Addr(), c.nodes[4].Addr()}
+	c.net.Split(minority...)
+	w := c.startWriters(l, 3, 300, c.nodes[0], c.nodes[1], c.nodes[2])
+	waitFor(t, 20*time.Second, func() error {
+		if m := c.nodes[0].table.Load().members; len(m) != 3 {
+			return fmt.Errorf("the majority's table still has %d members", len(m))
+		}
+		return nil
+	})
+	w.waitOps(t, 300)
+	for _, a := range minority {
+		c.net.Heal(a)
+	}
+	c.waitConverged()
+	w.halt()
+	checkLedger(t, c, l, w)
+}

@@ -17,32 +17,50 @@ import (
 type MemNetwork struct {
 	mu       sync.Mutex
 	nodes    map[string]*memEndpoint
-	cut      map[string]bool
+	side     map[string]int // nodes on different sides cannot reach each other; 0 is the main side
+	nextSide int
 	nextPort int
 }
 
 // NewMemNetwork returns an empty in-memory network.
 func NewMemNetwork() *MemNetwork {
-	return &MemNetwork{nodes: make(map[string]*memEndpoint), cut: make(map[string]bool), nextPort: 20000}
+	return &MemNetwork{nodes: make(map[string]*memEndpoint), side: make(map[string]int), nextPort: 20000}
 }
 
 // Isolate cuts the node at addr off: its connections break, dials to and
 // from it fail and its packets are lost, until Heal.
-func (m *MemNetwork) Isolate(addr string) {
+func (m *MemNetwork) Isolate(addr string) { m.Split(addr) }
+
+// Split cuts the nodes at addrs off from all others, as a network split
+// would: they still reach each other, but no node outside the group, until
+// Heal. Their connections to the others break.
+func (m *MemNetwork) Split(addrs ...string) {
 	m.mu.Lock()
-	m.cut[addr] = true
-	ep := m.nodes[addr]
+	m.nextSide++
+	var eps []*memEndpoint
+	for _, a := range addrs {
+		m.side[a] = m.nextSide
+		if ep := m.nodes[a]; ep != nil {
+			eps = append(eps, ep)
+		}
+	}
 	m.mu.Unlock()
-	if ep != nil {
-		ep.breakConns()
+	for _, ep := range eps {
+		ep.breakConns(func(c *memConn) bool { return !m.reaches(string(c.local), string(c.remote)) })
 	}
 }
 
-// Heal reconnects a node that Isolate cut off.
+// Heal reconnects a node that Isolate or Split cut off.
 func (m *MemNetwork) Heal(addr string) {
 	m.mu.Lock()
-	delete(m.cut, addr)
+	delete(m.side, addr)
 	m.mu.Unlock()
+}
+
+func (m *MemNetwork) reaches(from, to string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.side[from] == m.side[to]
 }
 
 func (m *MemNetwork) listen(addr string) (endpoint, error) {
@@ -83,7 +101,7 @@ func (m *MemNetwork) listen(addr string) (endpoint, error) {
 func (m *MemNetwork) route(from, to string) *memEndpoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cut[from] || m.cut[to] {
+	if m.side[from] != m.side[to] {
 		return nil
 	}
 	return m.nodes[to]
@@ -137,11 +155,15 @@ func (e *memEndpoint) track(c *memConn) {
 	}
 }
 
-func (e *memEndpoint) breakConns() {
+// breakConns closes the endpoint's connections that match, all when
+// match is nil.
+func (e *memEndpoint) breakConns(match func(*memConn) bool) {
 	e.mu.Lock()
 	conns := make([]*memConn, 0, len(e.conns))
 	for c := range e.conns {
-		conns = append(conns, c)
+		if match == nil || match(c) {
+			conns = append(conns, c)
+		}
 	}
 	e.mu.Unlock()
 	for _, c := range conns {
@@ -210,6 +232,6 @@ func (e *memEndpoint) close() {
 		}
 		e.net.mu.Unlock()
 		close(e.done)
-		e.breakConns()
+		e.breakConns(nil)
 	})
 }

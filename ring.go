@@ -25,6 +25,12 @@ type member struct {
 	name  string // memberlist name, unique per process start: the incarnation id
 	addr  string // host:port
 	start int64  // unix nanoseconds the process joined; the oldest coordinates
+	since uint64 // in a table: the version that made it a member (again)
+}
+
+// same reports whether a and b are one incarnation at one address.
+func (m member) same(o member) bool {
+	return m.name == o.name && m.addr == o.addr && m.start == o.start
 }
 
 // String makes member a consistent.Member.
@@ -139,6 +145,13 @@ func (t *table) sameLayout(o *table) bool {
 func plan(base *table, live []member, leaving map[string]bool, replicas int) (next *table, targets [][]int) {
 	live = slices.Clone(live)
 	slices.SortFunc(live, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	for i, m := range live {
+		if j := base.index(m.name); j >= 0 {
+			live[i].since = base.members[j].since
+		} else {
+			live[i].since = base.version + 1 // the version next will have
+		}
+	}
 	next = &table{coordinator: base.coordinator, members: live, owners: make([][]int, len(base.owners)), pending: make([][]int, len(base.owners))}
 	targets = placement(live, leaving, replicas, len(base.owners))
 	for p := range base.owners {
@@ -254,7 +267,7 @@ type tableWire struct {
 	_msgpack    struct{} `msgpack:",as_array"`
 	Version     uint64
 	Coordinator string
-	Members     [][3]any // name, addr, start
+	Members     [][4]any // name, addr, start, since
 	Owners      [][]uint16
 	Pending     [][]uint16
 }
@@ -262,7 +275,7 @@ type tableWire struct {
 func encodeTable(t *table) []byte {
 	w := tableWire{Version: t.version, Coordinator: t.coordinator, Owners: make([][]uint16, len(t.owners)), Pending: make([][]uint16, len(t.pending))}
 	for _, m := range t.members {
-		w.Members = append(w.Members, [3]any{m.name, m.addr, m.start})
+		w.Members = append(w.Members, [4]any{m.name, m.addr, m.start, m.since})
 	}
 	for p := range t.owners {
 		w.Owners[p] = toUint16(t.owners[p])
@@ -296,10 +309,11 @@ func decodeTable(b []byte, partitions int) (*table, error) {
 		name, ok1 := m[0].(string)
 		addr, ok2 := m[1].(string)
 		start, ok3 := asInt64(m[2])
-		if !ok1 || !ok2 || !ok3 {
+		since, ok4 := asInt64(m[3])
+		if !ok1 || !ok2 || !ok3 || !ok4 {
 			return nil, fmt.Errorf("%w: bad member", errBadTable)
 		}
-		t.members = append(t.members, member{name: name, addr: addr, start: start})
+		t.members = append(t.members, member{name: name, addr: addr, start: start, since: uint64(since)})
 	}
 	if !slices.IsSortedFunc(t.members, func(a, b member) int { return strings.Compare(a.name, b.name) }) {
 		return nil, fmt.Errorf("%w: members not sorted", errBadTable)

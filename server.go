@@ -72,8 +72,12 @@ func (n *Node) serveCache(conn net.Conn) {
 	}
 }
 
-// mayWait reports whether serving op may wait on other nodes.
-func mayWait(op Op) bool { return op == OpPut || op == OpAdd || op == OpDelete || op == OpFlush }
+// mayWait reports whether serving op may wait on other nodes: writes wait
+// for their copies, and a transfer chunk may be pairs handed back, which
+// the primary copies as it would writes.
+func mayWait(op Op) bool {
+	return op == OpPut || op == OpAdd || op == OpDelete || op == OpFlush || op == opTransfer
+}
 
 // replyWriter sends the replies of one connection. Replies served in order
 // are flushed when no more requests are waiting; replies of requests served
