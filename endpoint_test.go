@@ -65,7 +65,7 @@ func TestGarbageOnThePortHarmsNothing(t *testing.T) {
 			t.Fatalf("Put after garbage: %v", err)
 		}
 	}
-	p := &peerPool{node: c.nodes[0], addr: target.Addr(), slots: make([]poolSlot, 1)}
+	p := newPeerPool(c.nodes[0], target.Addr())
 	defer p.close()
 	if _, err := p.call(ctx, &request{op: OpPing}); err != nil {
 		t.Fatalf("fresh connection after garbage: %v", err)

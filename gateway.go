@@ -34,7 +34,6 @@ const (
 	httpHeaderTimeout  = 10 * time.Second // to send the request headers
 	httpReadTimeout    = 30 * time.Second // to send the whole request
 	httpWriteTimeout   = 30 * time.Second // to run the command and take the reply
-	httpIdleTimeout    = 90 * time.Second // between requests on a kept-alive connection
 	httpMaxHeaderBytes = 32 << 10
 
 	// bodyHeadroom is what a request body may hold beyond Config.MaxValueSize:
@@ -85,7 +84,7 @@ func newGateway(n *Node) *gateway {
 		ReadHeaderTimeout: httpHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       httpIdleTimeout,
+		IdleTimeout:       n.cfg.IdleTimeout, // between requests on a kept-alive connection
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		// net/http would otherwise write to the standard logger.
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),

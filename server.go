@@ -37,7 +37,7 @@ func (n *Node) serveCache(conn net.Conn) {
 		return
 	}
 
-	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize)
+	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize, n.cfg.IdleTimeout)
 	out := &appender{}
 	enc := msgpack.NewEncoder(out)
 	var req request
@@ -47,6 +47,8 @@ func (n *Node) serveCache(conn net.Conn) {
 			err = decodeRequest(dec, &req)
 		}
 		if err != nil {
+			// The replies owed for the frames before this one still go out.
+			_ = writeOut(conn, out)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				n.log.Debug("ghost: dropped a cache connection", "remote", conn.RemoteAddr(), "err", err)
 			}
@@ -55,13 +57,28 @@ func (n *Node) serveCache(conn net.Conn) {
 		resp := n.serve(&req)
 		encodeResponse(out, enc, &resp)
 		if br.Buffered() == 0 || len(out.b) > 64<<10 {
-			_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-			if _, err := conn.Write(out.b); err != nil {
+			if writeOut(conn, out) != nil {
 				return
 			}
-			out.b = out.b[:0]
 		}
 	}
+}
+
+// writeOut writes out's bytes to conn and empties out. A buffer grown past
+// keepOut by a large reply is dropped rather than kept for the life of the
+// connection.
+func writeOut(conn net.Conn, out *appender) error {
+	if len(out.b) == 0 {
+		return nil
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+	_, err := conn.Write(out.b)
+	if cap(out.b) > keepOut {
+		out.b = nil
+	} else {
+		out.b = out.b[:0]
+	}
+	return err
 }
 
 // serve executes a request on the local store. Forwarded requests and local
@@ -86,6 +103,9 @@ func (n *Node) serve(req *request) response {
 	case OpPut, OpAdd:
 		if len(req.value) > n.cfg.MaxValueSize {
 			return response{id: req.id, status: statusTooLarge, msg: fmt.Sprintf("%d bytes, limit %d", len(req.value), n.cfg.MaxValueSize)}
+		}
+		if err := checkValue(req.value); err != nil {
+			return refuseValue(req.id, err)
 		}
 		var expires int64
 		if req.ttl > 0 {
