@@ -368,6 +368,8 @@ func errorCode(err error) string {
 		return errCodeTTL
 	case errors.Is(err, ErrValueTooLarge):
 		return errCodeTooLarge
+	case errors.Is(err, ErrValueTooDeep), errors.Is(err, ErrBadValue):
+		return errCodeValue
 	case errors.Is(err, ErrFlush):
 		return errCodeFlush
 	case errors.Is(err, ErrNoMoreServers):
