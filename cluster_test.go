@@ -298,25 +298,26 @@ func startChildNode(t *testing.T, nofile int, peers ...string) *childNode {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT) // in case the test stopped it
-		stdin.Close()                           // the node leaves and the process exits
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
 	line := make(chan string, 1)
+	stdoutDone := make(chan struct{})
 	go func() {
+		defer close(stdoutDone)
 		sc := bufio.NewScanner(stdout)
 		sc.Scan()
 		line <- sc.Text()
 		_, _ = io.Copy(io.Discard, stdout)
 	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // in case the test stopped it
+		stdin.Close()                           // the node leaves and the process exits
+		select {
+		case <-stdoutDone:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-stdoutDone
+		}
+		_ = cmd.Wait()
+	})
 	select {
 	case l := <-line:
 		if child.addr = strings.TrimPrefix(l, "node "); child.addr == l {
