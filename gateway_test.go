@@ -574,7 +574,7 @@ func FuzzGatewayBody(f *testing.F) {
 		sdkBody("stock:AMZN", map[string]any{"price": 3112.5, "tags": []any{"a", nil, true}}, 300),
 		sdkBody("k", 1e308, -1),
 		sdkBody(7, "not a string key", 0),
-		`{"Gobj":{"Key":"k","Value":` + strings.Repeat("[", 1<<19) + strings.Repeat("]", 1<<19) + `}}`, // attack 3
+		`{"Gobj":{"Key":"k","Value":` + strings.Repeat("[", MaxValueDepth+1) + strings.Repeat("]", MaxValueDepth+1) + `}}`, // attack 3
 		`{"Gobj":{"Key":"k","Value":` + strings.Repeat("[", MaxValueDepth-2) + strings.Repeat("]", MaxValueDepth-2) + `}}`,
 		`{"Gobj":{"Key":"k","Value":"\xdd\xff\xff\xff\xff"}}`,              // attack 1's bytes as a string
 		`{"Gobj":{"Key":"k","Value":{"\xdf\xf8":[1,2,{"a":-0.0e-400}]}}} `, // attack 1's map

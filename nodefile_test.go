@@ -41,6 +41,13 @@ func TestParseNodeList(t *testing.T) {
 	}
 }
 
+func TestNodeListLinesAreBounded(t *testing.T) {
+	long := "10.0.0.1\n" + strings.Repeat("a.", 40000) + "\n"
+	if _, err := parseNodeList(strings.NewReader(long), "nodes.conf"); err == nil {
+		t.Fatal("a line of 80,000 bytes was taken")
+	}
+}
+
 func TestJoinRejectsMalformedNodeList(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "gdb.conf")
 	os.WriteFile(file, []byte("127.0.0.1\n127.0.0.1:notaport\n"), 0o644)
@@ -75,8 +82,7 @@ func FuzzParseNodeList(f *testing.F) {
 		"host:+80\n", "host:0080\n", "::ffff:10.0.0.1\n", "[fe80::1%eth0]:7991\n", "Cache-1.Example.\n",
 		"\xdd\xff\xff\xff\xff\n\xdf\xf8\x00\x00\x00\x00\x01\x00", // attack 1's values
 		"\x00\x00\x00\x0d\x95\x01\x02\xdb\xff\xff\xff\xffkey..",  // attack 2's frame
-		strings.Repeat("\x91", 1<<16),                            // attack 3, shortened
-		strings.Repeat("a.", 70000),                              // a line longer than the scanner takes
+		strings.Repeat("\x91", 1<<10),                            // attack 3, shortened
 	} {
 		f.Add([]byte(seed))
 	}
