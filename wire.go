@@ -209,8 +209,8 @@ func newFrameReader(conn readDeadliner, br *bufio.Reader, max int, idle time.Dur
 }
 
 // next reads one frame and returns a reader of its body, valid until the
-// next read from f.br. A connection may stay idle between frames for f.idle; a frame,
-// once begun, must arrive whole within ioTimeout.
+// next read from f.br. A connection may stay idle between frames for
+// f.idle; a frame, once begun, must arrive whole within ioTimeout.
 func (f *frameReader) next() (*msgReader, error) {
 	if f.br.Buffered() == 0 {
 		f.deadline(f.idle)
