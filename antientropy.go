@@ -3,6 +3,7 @@ package ghost
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -58,22 +59,34 @@ func (n *Node) compareDigest(p int, backup member, tver uint64) (bool, error) {
 
 // serveDigest compares a primary's summary of a partition with this copy's.
 func (n *Node) serveDigest(_ context.Context, req *request) response {
-	var d struct {
-		_msgpack  struct{} `msgpack:",as_array"`
-		Partition int
-		Sum       uint64
-		Count     int
-	}
-	if err := msgpack.Unmarshal(req.value, &d); err != nil || d.Partition < 0 || d.Partition >= n.cfg.PartitionCount {
-		return response{id: req.id, status: statusError, msg: "malformed digest"}
+	p, sum, count, err := decodeDigest(req.value, n.cfg.PartitionCount)
+	if err != nil {
+		return response{id: req.id, status: statusError, msg: "malformed digest: " + err.Error()}
 	}
 	t := n.table.Load()
-	if req.tver != t.version || !t.inSync(d.Partition) {
+	if req.tver != t.version || !t.inSync(p) {
 		return n.refuse(req, t, "a digest")
 	}
 	resp := response{id: req.id, tver: t.version}
-	if sum, count := n.store.digest(d.Partition); sum != d.Sum || count != d.Count {
+	if ourSum, ourCount := n.store.digest(p); ourSum != sum || ourCount != count {
 		resp.status = statusDiffers
 	}
 	return resp
+}
+
+// decodeDigest reads a partition's summary: [partition, sum, count].
+func decodeDigest(b []byte, partitions int) (p int, sum uint64, count int, err error) {
+	r := &msgReader{b: b}
+	if n, err := r.arrayLen(); err != nil || n != 3 {
+		return 0, 0, 0, fmt.Errorf("%d fields (%v)", n, err)
+	}
+	var u uint64
+	if u, err = r.uint(uint64(partitions - 1)); err != nil {
+		return 0, 0, 0, err
+	}
+	if sum, err = r.uint(math.MaxUint64); err != nil {
+		return 0, 0, 0, err
+	}
+	c, err := r.uint(math.MaxInt32)
+	return int(u), sum, int(c), err
 }

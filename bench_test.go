@@ -105,15 +105,13 @@ func BenchmarkDecodeRequest(b *testing.B) {
 	a := &appender{}
 	encodeRequest(a, msgpack.NewEncoder(a), &request{id: 42, op: OpPut, key: "key:00000042", value: benchValue, ttl: int64(NoExpiry)})
 	body := a.b[4:] // past the length prefix
-	var rd bytes.Reader
-	dec := msgpack.NewDecoder(&rd)
+	var r msgReader
 	var req request
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		rd.Reset(body)
-		dec.ResetReader(&rd)
-		if err := decodeRequest(dec, &req); err != nil {
+		r.reset(body)
+		if err := decodeRequest(&r, &req); err != nil {
 			b.Fatal(err)
 		}
 	}

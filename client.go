@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -41,9 +42,9 @@ func (pc *peerClients) get(addr string) *peerPool {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if p = pc.pools[addr]; p == nil {
-		p = &peerPool{node: pc.node, addr: addr, slots: make([]poolSlot, pc.node.cfg.ConnsPerPeer)}
+		p = newPeerPool(pc.node, addr)
 		if pc.closed {
-			p.closed.Store(true) // the node is shutting down: dial nothing new
+			p.close() // the node is shutting down: dial nothing new
 		} else {
 			pc.pools[addr] = p
 		}
@@ -86,11 +87,27 @@ type peerPool struct {
 	next         atomic.Uint32
 	suspectUntil atomic.Int64
 	closed       atomic.Bool
+	ctx          context.Context // ends when the pool closes, cutting dials short
+	cancel       context.CancelFunc
 }
 
 type poolSlot struct {
-	mu   sync.Mutex
+	mu      sync.Mutex
+	conn    *clientConn
+	dialing *dialAttempt // the dial under way, if any
+}
+
+// dialAttempt is one dial of a slot's connection. Callers that find it
+// under way wait for it rather than dial again.
+type dialAttempt struct {
+	done chan struct{} // closed once conn or err is set
 	conn *clientConn
+	err  error
+}
+
+func newPeerPool(n *Node, addr string) *peerPool {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &peerPool{node: n, addr: addr, slots: make([]poolSlot, n.cfg.ConnsPerPeer), ctx: ctx, cancel: cancel}
 }
 
 func (p *peerPool) suspect() bool { return time.Now().UnixNano() < p.suspectUntil.Load() }
@@ -100,40 +117,75 @@ func (p *peerPool) markSuspect() {
 }
 
 // call sends req to the peer and waits for its reply, until ctx ends or
-// the peer has owed a reply for longer than Config.RequestTimeout.
+// the peer has owed a reply, or a connection, for longer than
+// Config.RequestTimeout. A request that a pooled connection failed to
+// carry because the connection was closed (by us as idle, or by the peer)
+// is sent once more on a new connection.
 func (p *peerPool) call(ctx context.Context, req *request) (response, error) {
-	c, err := p.conn(ctx)
-	if err != nil {
-		return response{}, err
+	for retried := false; ; retried = true {
+		c, fresh, err := p.conn(ctx)
+		if err != nil {
+			return response{}, err
+		}
+		resp, err := c.roundTrip(ctx, req)
+		if err == nil || fresh || retried || ctx.Err() != nil || !connClosed(err) {
+			return resp, err
+		}
 	}
-	return c.roundTrip(ctx, req)
 }
 
-func (p *peerPool) conn(ctx context.Context) (*clientConn, error) {
+// conn returns a live connection from the next slot. When the slot has
+// none, one is dialled in the background, bounded by RequestTimeout and
+// not by ctx, so that a caller who gives up leaves it to finish for the
+// next; callers that find a dial under way wait for it, or for their ctx,
+// and never for a lock held across the network. fresh reports a
+// connection dialled for this call.
+func (p *peerPool) conn(ctx context.Context) (c *clientConn, fresh bool, err error) {
 	s := &p.slots[int(p.next.Add(1))%len(p.slots)]
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.conn != nil && s.conn.alive() {
-		return s.conn, nil
+		c = s.conn
+		s.mu.Unlock()
+		return c, false, nil
 	}
 	if p.closed.Load() {
-		return nil, ErrClosed
+		s.mu.Unlock()
+		return nil, false, ErrClosed
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.node.cfg.RequestTimeout)
-		defer cancel()
+	d := s.dialing
+	if d == nil {
+		d = &dialAttempt{done: make(chan struct{})}
+		s.dialing = d
+		// close sets closed before it takes each slot's lock, so no dial
+		// starts once the node's shutdown waits for its goroutines.
+		p.node.goBackground(func() { p.dial(s, d) })
 	}
-	c, err := dialPeer(ctx, p.node, p.addr)
-	if err != nil {
-		return nil, err
+	s.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.conn, true, d.err
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
 	}
-	s.conn = c
-	return c, nil
+}
+
+// dial connects slot s for the callers waiting on d.
+func (p *peerPool) dial(s *poolSlot, d *dialAttempt) {
+	c, err := dialPeer(p.ctx, p.node, p.addr)
+	s.mu.Lock()
+	if err == nil && p.closed.Load() {
+		c.fail(ErrClosed)
+		c, err = nil, ErrClosed
+	}
+	s.conn, s.dialing = c, nil
+	s.mu.Unlock()
+	d.conn, d.err = c, err
+	close(d.done)
 }
 
 func (p *peerPool) close() {
 	p.closed.Store(true)
+	p.cancel()
 	for i := range p.slots {
 		s := &p.slots[i]
 		s.mu.Lock()
@@ -155,6 +207,7 @@ func (p *peerPool) close() {
 type clientConn struct {
 	conn    net.Conn
 	timeout time.Duration
+	idle    time.Duration // closed after this long with no call
 	broken  chan struct{} // closed once err is set
 
 	mu       sync.Mutex
@@ -164,8 +217,14 @@ type clientConn struct {
 	flushing bool
 	nextID   uint64
 	pending  map[uint64]*call
+	lastUsed int64 // unix nanoseconds of the last call
 	err      error // set once the connection is broken
 }
+
+// errIdle breaks a connection that carried no call for a while, before the
+// peer's own idle timeout (twice as long, with the same Config) closes it
+// under a request.
+var errIdle = errors.New("closed as idle")
 
 // call is one request waiting for its reply. Calls are recycled through
 // callPool once their reply has been taken.
@@ -178,14 +237,22 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
+// dialPeer connects to the peer at addr and shakes hands. The connect is
+// bounded by ConnectTimeout and the whole by RequestTimeout; ctx can only
+// cut it shorter.
 func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
-	conn, err := n.ep.dial(ctx, addr)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	connectCtx, connected := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
+	conn, err := n.ep.dial(connectCtx, addr)
+	connected()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ghost: connect to %s: %w", addr, err)
 	}
-	if d, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(d)
-	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	// A pool closing mid-handshake closes the connection under it.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	hello := append([]byte{preambleCache}, magic...)
 	hello = append(hello, n.cfg.protocolVersion)
 	var reply [len(magic) + 2]byte
@@ -198,17 +265,22 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 	if err == nil && reply[len(magic)+1] != 0 {
 		err = fmt.Errorf("%w: we speak %d, %s speaks %d", ErrProtocolVersion, n.cfg.protocolVersion, addr, reply[len(magic)])
 	}
+	if !stop() && err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("ghost: connect to %s: %w", addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	c := &clientConn{
-		conn:    conn,
-		timeout: n.cfg.RequestTimeout,
-		broken:  make(chan struct{}),
-		out:     &appender{},
-		pending: make(map[uint64]*call),
+		conn:     conn,
+		timeout:  n.cfg.RequestTimeout,
+		idle:     n.cfg.IdleTimeout / 2,
+		broken:   make(chan struct{}),
+		out:      &appender{},
+		pending:  make(map[uint64]*call),
+		lastUsed: time.Now().UnixNano(),
 	}
 	c.enc = msgpack.NewEncoder(c.out)
 	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize) })
@@ -232,6 +304,7 @@ func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, err
 		callPool.Put(cl)
 		return response{}, err
 	}
+	c.lastUsed = cl.start
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = cl
@@ -276,7 +349,9 @@ func (c *clientConn) flushLocked() {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
 		_, err := c.conn.Write(buf)
 		c.mu.Lock()
-		c.spare = buf[:0]
+		if cap(buf) <= keepOut { // a buffer grown by a large request is dropped
+			c.spare = buf[:0]
+		}
 		if err != nil {
 			c.failLocked(err)
 		}
@@ -285,7 +360,7 @@ func (c *clientConn) flushLocked() {
 }
 
 // reap breaks the connection when a call has waited longer than the
-// request timeout.
+// request timeout, or when no call has used it for c.idle.
 func (c *clientConn) reap() {
 	tick := time.NewTicker(max(c.timeout/4, 5*time.Millisecond))
 	defer tick.Stop()
@@ -295,6 +370,9 @@ func (c *clientConn) reap() {
 			return
 		case now := <-tick.C:
 			c.mu.Lock()
+			if len(c.pending) == 0 && now.UnixNano()-c.lastUsed > int64(c.idle) {
+				c.failLocked(errIdle)
+			}
 			for _, cl := range c.pending {
 				if now.UnixNano()-cl.start > int64(c.timeout) {
 					c.failLocked(fmt.Errorf("no reply within %v", c.timeout))
@@ -307,7 +385,7 @@ func (c *clientConn) reap() {
 }
 
 func (c *clientConn) readLoop(maxFrame int) {
-	frames := newFrameReader(c.conn, bufio.NewReaderSize(c.conn, 32<<10), maxFrame)
+	frames := newFrameReader(c.conn, bufio.NewReaderSize(c.conn, 32<<10), maxFrame, 0)
 	for {
 		dec, err := frames.next()
 		var resp response
@@ -347,4 +425,12 @@ func (c *clientConn) failLocked(err error) {
 		cl.err = c.err
 		cl.done <- struct{}{}
 	}
+}
+
+// connClosed reports whether a call failed because its connection was
+// closed under it, by us as idle or by the peer, rather than because the
+// peer did not answer in time.
+func connClosed(err error) bool {
+	return errors.Is(err, errIdle) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -1,18 +1,31 @@
 package ghost
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ghostdb/ghost/internal/poll"
 	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Shared test helpers: clusters of real nodes in one process.
@@ -368,4 +381,209 @@ func (c *cluster) startAt(i int, addr string, tune ...func(*Config)) *Node {
 	c.nodes[i] = n
 	c.mu.Unlock()
 	return n
+}
+
+// checkServes fails the test unless every node stores and reads keys owned
+// by every node: the cluster serves normal calls.
+func (c *cluster) checkServes(prefix string) {
+	c.t.Helper()
+	ctx := context.Background()
+	for _, owner := range c.live() {
+		k := c.keyOwnedBy(owner, prefix)
+		for i, from := range c.live() {
+			if err := from.Put(ctx, k, i, NoExpiry); err != nil {
+				c.t.Fatalf("Put via %s: %v", from.Addr(), err)
+			}
+			if it, err := from.Get(ctx, k); err != nil || it.Value != int64(i) {
+				c.t.Fatalf("Get via %s = %v, %v; want %d", from.Addr(), it.Value, err, i)
+			}
+		}
+	}
+}
+
+// cacheHello is the opening of a cache-protocol connection.
+func cacheHello() []byte {
+	return append(append([]byte{preambleCache}, magic...), ProtocolVersion)
+}
+
+// dialCache opens a cache-protocol connection to addr and shakes hands, as
+// a peer (or anyone else) would.
+func dialCache(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	reply := make([]byte, len(magic)+2)
+	if _, err := conn.Write(cacheHello()); err == nil {
+		_, err = io.ReadFull(conn, reply)
+	}
+	if err != nil || reply[len(reply)-1] != 0 {
+		t.Fatalf("cache handshake with %s: %q, %v", addr, reply, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, bufio.NewReader(conn)
+}
+
+// requestFrame is req as a frame on the wire.
+func requestFrame(req *request) []byte {
+	a := &appender{}
+	encodeRequest(a, msgpack.NewEncoder(a), req)
+	return a.b
+}
+
+// readResponse reads one reply frame from br.
+func readResponse(br *bufio.Reader) (response, error) {
+	var resp response
+	var hdr [4]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return resp, err
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+	if _, err := io.ReadFull(br, body); err != nil {
+		return resp, err
+	}
+	r := msgReader{b: body}
+	return resp, decodeResponse(&r, &resp)
+}
+
+// rawCall sends req to the node at addr over a connection of its own and
+// returns the reply.
+func rawCall(t testing.TB, addr string, req *request) response {
+	t.Helper()
+	conn, br := dialCache(t, addr)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(requestFrame(req)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := readResponse(br)
+	if err != nil {
+		t.Fatalf("reply from %s: %v", addr, err)
+	}
+	return resp
+}
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// Nodes in other processes: the test binary started again with
+// childNodeEnv set runs a node instead of the tests (see TestMain), for the
+// tests that stop a process or limit its open files.
+const (
+	childNodeEnv   = "GHOST_TEST_CHILD_NODE"   // set: run a node
+	childPeersEnv  = "GHOST_TEST_CHILD_PEERS"  // seeds, space-separated
+	childNoFileEnv = "GHOST_TEST_CHILD_NOFILE" // a limit on open files
+)
+
+// childNode is a node running in a child process.
+type childNode struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *lockedBuffer // the node's warnings and errors
+}
+
+// startChildNode starts a node in a child process, joined to peers and,
+// when nofile > 0, limited to nofile open files. The process ends with the
+// test.
+func startChildNode(t *testing.T, nofile int, peers ...string) *childNode {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childNodeEnv+"=1", childPeersEnv+"="+strings.Join(peers, " "))
+	if nofile > 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", childNoFileEnv, nofile))
+	}
+	child := &childNode{cmd: cmd, stderr: &lockedBuffer{}}
+	cmd.Stderr = child.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make(chan string, 1)
+	stdoutDone := make(chan struct{})
+	go func() {
+		defer close(stdoutDone)
+		sc := bufio.NewScanner(stdout)
+		sc.Scan()
+		line <- sc.Text()
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // in case the test stopped it
+		stdin.Close()                           // the node leaves and the process exits
+		select {
+		case <-stdoutDone:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-stdoutDone
+		}
+		_ = cmd.Wait()
+	})
+	select {
+	case l := <-line:
+		if child.addr = strings.TrimPrefix(l, "node "); child.addr == l {
+			t.Fatalf("child node did not start: %q; stderr:\n%s", l, child.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("child node did not start in 30s; stderr:\n%s", child.stderr)
+	}
+	return child
+}
+
+// runChildNode is the child process's side of startChildNode: it prints
+// "node <addr>" and serves until its standard input closes.
+func runChildNode() int {
+	if s := os.Getenv(childNoFileEnv); s != "" {
+		var lim syscall.Rlimit
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		lim.Cur, _ = strconv.ParseUint(s, 10, 64)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			fmt.Fprintln(os.Stderr, "setrlimit:", err)
+			return 1
+		}
+	}
+	cfg := testConfig(nil)
+	cfg.Peers = strings.Fields(os.Getenv(childPeersEnv))
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	n, err := Join(context.Background(), cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "join:", err)
+		return 1
+	}
+	fmt.Printf("node %s\n", n.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	n.Close()
+	return 0
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and readers at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

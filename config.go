@@ -118,6 +118,26 @@ type Config struct {
 	// to the next node, whatever their ctx allows. Default 2 seconds.
 	RequestTimeout time.Duration
 
+	// ConnectTimeout bounds the TCP connect to a peer. The connect and the
+	// cache-protocol handshake after it are bounded by RequestTimeout as
+	// well, whatever the caller's ctx allows, so a peer that is frozen or
+	// never answers costs a call at most RequestTimeout before the call
+	// fails over. Default 1 second, and never more than RequestTimeout.
+	ConnectTimeout time.Duration
+
+	// IdleTimeout is how long an inbound cache-protocol or HTTP connection
+	// may stay silent between requests before the node closes it. The node
+	// closes its own idle connections to peers after half of it, so that
+	// between nodes with the same setting the calling side closes first.
+	// Default 1 minute.
+	IdleTimeout time.Duration
+
+	// MaxConnections is the most inbound TCP connections the node holds
+	// open at once, cache protocol, HTTP and gossip streams together; past
+	// it, new connections are closed as soon as they are accepted. Peers
+	// need ConnsPerPeer each. Default 4096.
+	MaxConnections int
+
 	// SuspectTimeout is how long a peer that failed a call is skipped before
 	// calls try it again (membership removes it for good once gossip agrees
 	// it is dead). Default 1 second.
@@ -189,6 +209,10 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.RejoinInterval, 5*time.Second)
 	setDefault(&c.RequestTimeout, 2*time.Second)
 	setDefault(&c.SuspectTimeout, time.Second)
+	setDefault(&c.ConnectTimeout, time.Second)
+	c.ConnectTimeout = min(c.ConnectTimeout, c.RequestTimeout)
+	setDefault(&c.IdleTimeout, time.Minute)
+	setDefault(&c.MaxConnections, 4096)
 	setDefault(&c.ConnsPerPeer, 1)
 	setDefault(&c.MaxFrameSize, c.MaxValueSize+64<<10)
 	setDefault(&c.PartitionCount, 271)
@@ -197,8 +221,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0:
+	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
+	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0:
+		return c, fmt.Errorf("ghost: negative timeout in Config")
 	case c.PartitionCount > 65535:
 		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)
 	case int64(c.MaxValueSize) > c.MaxBytes:

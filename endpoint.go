@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -80,11 +81,14 @@ func (e *tcpEndpoint) addr() string { return e.ln.Addr().String() }
 
 func (e *tcpEndpoint) close() { e.ln.Close(); e.pc.Close() }
 
-// connSet tracks the connections a node serves, to close them on shutdown.
+// connSet tracks the cache-protocol connections a node serves, to close
+// them on shutdown, and counts every inbound connection, whatever its
+// protocol, until it is closed, to hold them to Config.MaxConnections.
 type connSet struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+	open   atomic.Int64 // inbound connections not yet closed
 }
 
 func (s *connSet) add(c net.Conn) bool {
@@ -115,9 +119,45 @@ func (s *connSet) closeAll() {
 	}
 }
 
+// admit counts conn as open until it is closed, and returns it wrapped so
+// that closing it releases its place; or returns false when max
+// connections are open already.
+func (s *connSet) admit(conn net.Conn, max int) (net.Conn, bool) {
+	if s.open.Add(1) > int64(max) {
+		s.open.Add(-1)
+		return nil, false
+	}
+	return &countedConn{Conn: conn, set: s}, true
+}
+
+// countedConn is an inbound connection counted in its connSet. Whoever
+// ends up owning it (the cache server, net/http, memberlist) closes it.
+type countedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.set.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// Backoff after a failed accept, as net/http's: 5 ms, doubling up to 1 s.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
 // acceptLoop accepts connections on the node's port and hands each to the
-// protocol its first byte names.
+// protocol its first byte names. It ends only when the node shuts down:
+// a failed accept (out of file descriptors, EMFILE or ENFILE; a connection
+// aborted before it was accepted) backs off and tries again, and
+// connections past Config.MaxConnections are closed at once. Both are
+// logged at most once a second.
 func (n *Node) acceptLoop() {
+	var delay time.Duration
+	var failLog, refuseLog logLimiter
 	for {
 		conn, err := n.ep.accept()
 		if err != nil {
@@ -126,19 +166,56 @@ func (n *Node) acceptLoop() {
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				n.log.Error("ghost: the listener closed; the node no longer serves", "err", err)
+				return
 			}
-			n.log.Error("ghost: accept failed; the node no longer serves", "err", err)
-			return
+			delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)
+			if ok, skipped := failLog.allow(); ok {
+				n.log.Warn("ghost: accept failed; retrying", "err", err, "retry_in", delay, "failures_not_logged", skipped)
+			}
+			select {
+			case <-time.After(delay):
+			case <-n.done:
+				return
+			}
+			continue
 		}
-		if !n.server.add(conn) {
+		delay = 0
+		counted, ok := n.server.admit(conn, n.cfg.MaxConnections)
+		if !ok {
 			conn.Close()
+			if ok, skipped := refuseLog.allow(); ok {
+				n.log.Warn("ghost: too many connections; closed a new one", "limit", n.cfg.MaxConnections, "remote", conn.RemoteAddr(), "refusals_not_logged", skipped)
+			}
+			continue
+		}
+		if !n.server.add(counted) {
+			counted.Close()
 			return
 		}
-		n.goBackground(func() { n.dispatch(conn) })
+		n.goBackground(func() { n.dispatch(counted) })
 	}
+}
+
+// logLimiter lets a repeated log line through at most once a second. It is
+// for one goroutine's use.
+type logLimiter struct {
+	last    time.Time
+	skipped int
+}
+
+// allow reports whether to log now, and how many times it said no since it
+// last said yes.
+func (l *logLimiter) allow() (bool, int) {
+	now := time.Now()
+	if now.Sub(l.last) < time.Second {
+		l.skipped++
+		return false, 0
+	}
+	skipped := l.skipped
+	l.last, l.skipped = now, 0
+	return true, skipped
 }
 
 func (n *Node) dispatch(conn net.Conn) {

@@ -34,7 +34,6 @@ const (
 	httpHeaderTimeout  = 10 * time.Second // to send the request headers
 	httpReadTimeout    = 30 * time.Second // to send the whole request
 	httpWriteTimeout   = 30 * time.Second // to run the command and take the reply
-	httpIdleTimeout    = 90 * time.Second // between requests on a kept-alive connection
 	httpMaxHeaderBytes = 32 << 10
 
 	// bodyHeadroom is what a request body may hold beyond Config.MaxValueSize:
@@ -87,7 +86,7 @@ func newGateway(n *Node) *gateway {
 		ReadHeaderTimeout: httpHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       httpIdleTimeout,
+		IdleTimeout:       n.cfg.IdleTimeout, // between requests on a kept-alive connection
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		// net/http would otherwise write to the standard logger.
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
@@ -376,6 +375,8 @@ func errorCode(err error) string {
 		return errCodeTTL
 	case errors.Is(err, ErrValueTooLarge):
 		return errCodeTooLarge
+	case errors.Is(err, ErrValueTooDeep), errors.Is(err, ErrBadValue):
+		return errCodeValue
 	case errors.Is(err, ErrFlush):
 		return errCodeFlush
 	case errors.Is(err, ErrNoMoreServers):

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"reflect"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // gatewayClient speaks HTTP to nodes as the original SDKs do: POST with
@@ -557,4 +559,55 @@ func TestHTTPCloseEndsConnections(t *testing.T) {
 			t.Errorf("stalled connection %d still open after Close", i)
 		}
 	}
+}
+
+// FuzzGatewayBody feeds the gateway's body decoder what an HTTP client
+// could send, and takes what it accepts through the path of a value: JSON
+// to msgpack, the owner's check, msgpack back to a reply. The seeds
+// include the JSON forms of attacks 1 and 3 of issue 7. Run it for a while
+// with
+//
+//	go test -run='^$' -fuzz='^FuzzGatewayBody$' -fuzztime=10m -parallel=1 .
+func FuzzGatewayBody(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		sdkBody("stock:AMZN", map[string]any{"price": 3112.5, "tags": []any{"a", nil, true}}, 300),
+		sdkBody("k", 1e308, -1),
+		sdkBody(7, "not a string key", 0),
+		`{"Gobj":{"Key":"k","Value":` + strings.Repeat("[", MaxValueDepth+1) + strings.Repeat("]", MaxValueDepth+1) + `}}`, // attack 3
+		`{"Gobj":{"Key":"k","Value":` + strings.Repeat("[", MaxValueDepth-2) + strings.Repeat("]", MaxValueDepth-2) + `}}`,
+		`{"Gobj":{"Key":"k","Value":"\xdd\xff\xff\xff\xff"}}`,              // attack 1's bytes as a string
+		`{"Gobj":{"Key":"k","Value":{"\xdf\xf8":[1,2,{"a":-0.0e-400}]}}} `, // attack 1's map
+		`{"Gobj":{"Key":"k","Value":123456789012345678901234567890,"TTL":1e3}}`,
+		`{"Gobj":{}} {"Gobj":{}}`,
+		`{"Gobj":{"Key":"k\ud800","TTL":"10"}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	g := &gateway{bodyLimit: 1<<20 + bodyHeadroom}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/put", bytes.NewReader(body))
+		var req gatewayRequest
+		if _, err := g.decode(httptest.NewRecorder(), r, &req); err != nil {
+			return
+		}
+		_, _ = req.Gobj.key()
+		_, _, _ = ttlOf(req.Gobj.TTL)
+		raw, err := msgpack.Marshal(fromJSON(req.Gobj.Value))
+		if err != nil {
+			t.Fatalf("a JSON value does not encode: %v", err)
+		}
+		// encoding/json's depth limit keeps every value it accepts within
+		// MaxValueDepth.
+		if err := checkValue(raw); err != nil {
+			t.Fatalf("the owner would refuse a value the gateway accepted: %v", err)
+		}
+		v, err := decodeValue(raw)
+		if err != nil {
+			t.Fatalf("a stored value does not decode: %v", err)
+		}
+		if _, err := json.Marshal(gatewayReply{Gobj: gobjOut{Value: jsonSafe(v)}}); err != nil {
+			t.Fatalf("the reply to a get cannot be written: %v", err)
+		}
+	})
 }

@@ -57,6 +57,13 @@ var (
 	ErrKey = errors.New("ghost: bad key")
 	// ErrValueTooLarge: the encoded value is over Config.MaxValueSize.
 	ErrValueTooLarge = errors.New("ghost: value too large")
+	// ErrValueTooDeep: arrays and maps in the value nest deeper than
+	// MaxValueDepth.
+	ErrValueTooDeep = errors.New("ghost: value nested too deep")
+	// ErrBadValue: an encoded value is not well-formed msgpack. Values the
+	// Go API and the HTTP gateway encode always are; this comes of bytes
+	// sent raw over the cache protocol.
+	ErrBadValue = errors.New("ghost: malformed value")
 	// ErrClosed: the node has left the cluster.
 	ErrClosed = errors.New("ghost: node closed")
 	// ErrProtocolVersion: a peer speaks another protocol version.
@@ -281,6 +288,9 @@ func (n *Node) store1(ctx context.Context, op Op, key string, value any, ttl tim
 	}
 	if len(raw) > n.cfg.MaxValueSize {
 		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrValueTooLarge, len(raw), n.cfg.MaxValueSize)
+	}
+	if err := checkValue(raw); err != nil {
+		return fmt.Errorf("ghost: value of %q: %w", key, err)
 	}
 	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl)})
 	return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,6 +16,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childNodeEnv) != "" {
+		os.Exit(runChildNode())
+	}
 	// memberlist.Shutdown does not wait for a probe already under way: it
 	// ends by itself within a probe interval. Everything else must be gone.
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))

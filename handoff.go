@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -204,16 +205,20 @@ func (n *Node) reportReady(k transferKey) {
 
 // serveReady takes a ready report, when this node coordinates.
 func (n *Node) serveReady(_ context.Context, req *request) response {
-	var r struct {
-		_msgpack  struct{} `msgpack:",as_array"`
-		Partition int
-		Member    string
+	r := &msgReader{b: req.value}
+	fields, err := r.arrayLen()
+	var p uint64
+	var m string
+	if err == nil && fields == 2 {
+		if p, err = r.uint(uint64(n.cfg.PartitionCount - 1)); err == nil {
+			m, err = r.str()
+		}
 	}
-	if err := msgpack.Unmarshal(req.value, &r); err != nil || r.Partition < 0 || r.Partition >= n.cfg.PartitionCount {
+	if err != nil || fields != 2 {
 		return response{id: req.id, status: statusError, msg: "malformed ready report"}
 	}
 	select {
-	case n.readies <- readyReport{partition: r.Partition, member: r.Member}:
+	case n.readies <- readyReport{partition: int(p), member: m}:
 	default:
 	}
 	return response{id: req.id, tver: n.table.Load().version}
@@ -304,63 +309,68 @@ func encodeChunk(c *chunk) []byte {
 	return buf.Bytes()
 }
 
-// decodeChunk decodes a chunk, checking every count against the bytes
-// that could hold it before allocating.
+// decodeChunk decodes a chunk, checking every length against the bytes
+// left before allocating, and every value.
 func decodeChunk(b []byte, partitions int) (*chunk, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	r := &msgReader{b: b}
 	var c chunk
-	if n, err := dec.DecodeArrayLen(); err != nil || n != 7 {
+	if n, err := r.arrayLen(); err != nil || n != 7 {
 		return nil, fmt.Errorf("ghost: malformed chunk header (%d fields, %v)", n, err)
 	}
-	var err error
-	var p int64
-	if p, err = dec.DecodeInt64(); err != nil || p < 0 || p >= int64(partitions) {
-		return nil, fmt.Errorf("ghost: chunk for partition %d: %v", p, err)
+	p, err := r.uint(uint64(partitions - 1))
+	if err != nil {
+		return nil, fmt.Errorf("ghost: chunk partition: %w", err)
 	}
 	c.partition = int(p)
-	if c.sender, err = dec.DecodeString(); err != nil {
+	if c.sender, err = r.str(); err != nil {
 		return nil, err
 	}
-	if c.start, err = dec.DecodeUint64(); err != nil {
+	if c.start, err = r.uint(math.MaxUint64); err != nil {
 		return nil, err
 	}
-	if c.first, err = dec.DecodeBool(); err != nil {
-		return nil, err
+	for _, f := range []*bool{&c.first, &c.last, &c.merge} {
+		if *f, err = r.bool(); err != nil {
+			return nil, err
+		}
 	}
-	if c.last, err = dec.DecodeBool(); err != nil {
+	count, err := r.arrayLen()
+	if err != nil {
 		return nil, err
-	}
-	if c.merge, err = dec.DecodeBool(); err != nil {
-		return nil, err
-	}
-	count, err := dec.DecodeArrayLen()
-	if err != nil || count < 0 || count > len(b)/6 { // a pair takes at least 6 bytes
-		return nil, fmt.Errorf("ghost: chunk of %d pairs in %d bytes", count, len(b))
 	}
 	c.pairs = make([]pairCopy, count)
 	for i := range c.pairs {
-		pc := &c.pairs[i]
-		if n, err := dec.DecodeArrayLen(); err != nil || n != 5 {
-			return nil, fmt.Errorf("ghost: malformed pair in chunk")
-		}
-		if pc.key, err = dec.DecodeString(); err != nil {
-			return nil, err
-		}
-		if err = checkKey(pc.key); err != nil {
-			return nil, err
-		}
-		if pc.value, err = dec.DecodeBytes(); err != nil {
-			return nil, err
-		}
-		if pc.expires, err = dec.DecodeInt64(); err != nil {
-			return nil, err
-		}
-		if pc.version, err = dec.DecodeUint64(); err != nil {
-			return nil, err
-		}
-		if pc.tombstone, err = dec.DecodeBool(); err != nil {
-			return nil, err
+		if err := decodePair(r, &c.pairs[i]); err != nil {
+			return nil, fmt.Errorf("ghost: pair %d of a chunk: %w", i, err)
 		}
 	}
 	return &c, nil
+}
+
+func decodePair(r *msgReader, pc *pairCopy) error {
+	if n, err := r.arrayLen(); err != nil || n != 5 {
+		return fmt.Errorf("malformed pair (%d fields, %v)", n, err)
+	}
+	var err error
+	if pc.key, err = r.str(); err != nil {
+		return err
+	}
+	if err = checkKey(pc.key); err != nil {
+		return err
+	}
+	if pc.value, err = r.bytes(); err != nil {
+		return err
+	}
+	if pc.expires, err = r.int(); err != nil {
+		return err
+	}
+	if pc.version, err = r.uint(math.MaxUint64); err != nil {
+		return err
+	}
+	if pc.tombstone, err = r.bool(); err != nil {
+		return err
+	}
+	if !pc.tombstone {
+		return checkValue(pc.value)
+	}
+	return nil
 }

@@ -139,9 +139,11 @@ func parseAddr(s string) (string, error) {
 		if host, port, err = net.SplitHostPort(s); err != nil {
 			return "", errors.New("not host:port, [IPv6]:port, an IP or a host name")
 		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
 			return "", fmt.Errorf("port %q is not a number from 1 to 65535", port)
 		}
+		port = strconv.Itoa(n) // one spelling per port: "+80" and "080" are 80
 		if strings.HasPrefix(s, "[") {
 			if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
 				return "", fmt.Errorf("%q in brackets is not an IPv6 address", host)

@@ -1,10 +1,13 @@
 package ghost
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -38,6 +41,13 @@ func TestParseNodeList(t *testing.T) {
 	}
 }
 
+func TestNodeListLinesAreBounded(t *testing.T) {
+	long := "10.0.0.1\n" + strings.Repeat("a.", 40000) + "\n"
+	if _, err := parseNodeList(strings.NewReader(long), "nodes.conf"); err == nil {
+		t.Fatal("a line of 80,000 bytes was taken")
+	}
+}
+
 func TestJoinRejectsMalformedNodeList(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "gdb.conf")
 	os.WriteFile(file, []byte("127.0.0.1\n127.0.0.1:notaport\n"), 0o644)
@@ -56,4 +66,42 @@ func TestJoinRejectsMalformedNodeList(t *testing.T) {
 	if _, err := Join(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "Peers[0]") {
 		t.Fatalf("Join with a bad seed: %v", err)
 	}
+}
+
+// FuzzParseNodeList feeds the node-list parser any text: it must never
+// panic, and every address it returns must be one host:port, with a port
+// from 1 to 65535, that it parses to itself again. The seeds include the
+// bytes of the attacks of issue 7, as a node file could hold them too. Run
+// it for a while with
+//
+//	go test -run='^$' -fuzz='^FuzzParseNodeList$' -fuzztime=10m -parallel=1 .
+func FuzzParseNodeList(f *testing.F) {
+	for _, seed := range []string{
+		"10.0.0.7\n10.0.0.8:7000\n[fd00::7]:7991\nfd00::8\n\n  # a comment\ncache-1.example.internal\ncache-2:8000 # trailing comment\n",
+		"10.0.0.7:\n", "10.0.0.7:70000\n", "[fd00::7\n", "[10.0.0.7]:7991\n", "bad_host!name\n", "a:b:c:d:zz\n",
+		"host:+80\n", "host:0080\n", "::ffff:10.0.0.1\n", "[fe80::1%eth0]:7991\n", "Cache-1.Example.\n",
+		"\xdd\xff\xff\xff\xff\n\xdf\xf8\x00\x00\x00\x00\x01\x00", // attack 1's values
+		"\x00\x00\x00\x0d\x95\x01\x02\xdb\xff\xff\xff\xffkey..",  // attack 2's frame
+		strings.Repeat("\x91", 1<<10),                            // attack 3, shortened
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, text []byte) {
+		addrs, err := parseNodeList(bytes.NewReader(text), "fuzz.conf")
+		if err != nil {
+			return
+		}
+		for _, addr := range addrs {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil || host == "" {
+				t.Fatalf("%q: %v", addr, err)
+			}
+			if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != port {
+				t.Fatalf("%q: port %q", addr, port)
+			}
+			if again, err := parseAddr(addr); err != nil || again != addr {
+				t.Fatalf("%q parses to %q, %v", addr, again, err)
+			}
+		}
+	})
 }

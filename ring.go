@@ -3,6 +3,7 @@ package ghost
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -295,72 +296,90 @@ func toUint16(s []int) []uint16 {
 
 var errBadTable = errors.New("ghost: malformed partition table")
 
-// decodeTable decodes and checks a table from a peer.
+// decodeTable decodes and checks a table from a peer, checking every
+// length against the bytes left before allocating.
 func decodeTable(b []byte, partitions int) (*table, error) {
-	var w tableWire
-	if err := msgpack.Unmarshal(b, &w); err != nil {
+	t, err := readTable(&msgReader{b: b}, partitions)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadTable, err)
-	}
-	if len(w.Owners) != partitions || len(w.Pending) != partitions || len(w.Members) == 0 {
-		return nil, fmt.Errorf("%w: %d partitions, want %d", errBadTable, len(w.Owners), partitions)
-	}
-	t := &table{version: w.Version, coordinator: w.Coordinator, owners: make([][]int, partitions), pending: make([][]int, partitions)}
-	for _, m := range w.Members {
-		name, ok1 := m[0].(string)
-		addr, ok2 := m[1].(string)
-		start, ok3 := asInt64(m[2])
-		since, ok4 := asInt64(m[3])
-		if !ok1 || !ok2 || !ok3 || !ok4 {
-			return nil, fmt.Errorf("%w: bad member", errBadTable)
-		}
-		t.members = append(t.members, member{name: name, addr: addr, start: start, since: uint64(since)})
-	}
-	if !slices.IsSortedFunc(t.members, func(a, b member) int { return strings.Compare(a.name, b.name) }) {
-		return nil, fmt.Errorf("%w: members not sorted", errBadTable)
-	}
-	for p := range partitions {
-		if len(w.Owners[p]) == 0 {
-			return nil, fmt.Errorf("%w: partition %d has no owner", errBadTable, p)
-		}
-		for _, list := range [][]uint16{w.Owners[p], w.Pending[p]} {
-			for _, i := range list {
-				if int(i) >= len(t.members) {
-					return nil, fmt.Errorf("%w: member index %d out of range", errBadTable, i)
-				}
-			}
-		}
-		t.owners[p] = fromUint16(w.Owners[p])
-		t.pending[p] = fromUint16(w.Pending[p])
 	}
 	return t, nil
 }
 
-func fromUint16(s []uint16) []int {
-	out := make([]int, len(s))
-	for i, v := range s {
-		out[i] = int(v)
+func readTable(r *msgReader, partitions int) (*table, error) {
+	if n, err := r.arrayLen(); err != nil || n != 5 {
+		return nil, fmt.Errorf("%d fields (%v)", n, err)
 	}
-	return out
+	t := &table{owners: make([][]int, partitions), pending: make([][]int, partitions)}
+	var err error
+	if t.version, err = r.uint(math.MaxUint64); err != nil {
+		return nil, err
+	}
+	if t.coordinator, err = r.str(); err != nil {
+		return nil, err
+	}
+	count, err := r.arrayLen()
+	if err != nil || count == 0 {
+		return nil, fmt.Errorf("%d members (%v)", count, err)
+	}
+	t.members = make([]member, count)
+	for i := range t.members {
+		if t.members[i], err = readMember(r); err != nil {
+			return nil, err
+		}
+	}
+	if !slices.IsSortedFunc(t.members, func(a, b member) int { return strings.Compare(a.name, b.name) }) {
+		return nil, errors.New("members not sorted")
+	}
+	for _, lists := range [][][]int{t.owners, t.pending} {
+		if n, err := r.arrayLen(); err != nil || n != partitions {
+			return nil, fmt.Errorf("%d partitions, want %d (%v)", n, partitions, err)
+		}
+		for p := range lists {
+			if lists[p], err = readIndices(r, len(t.members)); err != nil {
+				return nil, fmt.Errorf("partition %d: %w", p, err)
+			}
+		}
+	}
+	for p := range t.owners {
+		if len(t.owners[p]) == 0 {
+			return nil, fmt.Errorf("partition %d has no owner", p)
+		}
+	}
+	return t, nil
 }
 
-func asInt64(v any) (int64, bool) {
-	switch v := v.(type) {
-	case int8:
-		return int64(v), true
-	case int16:
-		return int64(v), true
-	case int32:
-		return int64(v), true
-	case int64:
-		return v, true
-	case uint8:
-		return int64(v), true
-	case uint16:
-		return int64(v), true
-	case uint32:
-		return int64(v), true
-	case uint64:
-		return int64(v), true
+func readMember(r *msgReader) (member, error) {
+	var m member
+	if n, err := r.arrayLen(); err != nil || n != 4 {
+		return m, fmt.Errorf("malformed member (%d fields, %v)", n, err)
 	}
-	return 0, false
+	var err error
+	if m.name, err = r.str(); err != nil {
+		return m, err
+	}
+	if m.addr, err = r.str(); err != nil {
+		return m, err
+	}
+	if m.start, err = r.int(); err != nil {
+		return m, err
+	}
+	m.since, err = r.uint(math.MaxUint64)
+	return m, err
+}
+
+func readIndices(r *msgReader, members int) ([]int, error) {
+	n, err := r.arrayLen()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, n)
+	for i := range out {
+		v, err := r.uint(uint64(members - 1))
+		if err != nil {
+			return nil, fmt.Errorf("member index: %w", err)
+		}
+		out[i] = int(v)
+	}
+	return out, nil
 }

@@ -39,11 +39,12 @@ func (n *Node) serveCache(conn net.Conn) {
 		return
 	}
 
-	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize)
+	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize, n.cfg.IdleTimeout)
 	w := &replyWriter{conn: conn, out: &appender{}}
 	w.enc = msgpack.NewEncoder(w.out)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var waiting sync.WaitGroup // requests served on their own goroutine
 	for {
 		var req request
 		dec, err := frames.next()
@@ -51,6 +52,9 @@ func (n *Node) serveCache(conn net.Conn) {
 			err = decodeRequest(dec, &req)
 		}
 		if err != nil {
+			// The replies owed for the frames before this one still go out.
+			waiting.Wait()
+			w.send(nil, true)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				n.log.Debug("ghost: dropped a cache connection", "remote", conn.RemoteAddr(), "err", err)
 			}
@@ -59,7 +63,9 @@ func (n *Node) serveCache(conn net.Conn) {
 		if mayWait(req.op) {
 			// A write waits for its copies: it must not hold up the
 			// requests behind it on this connection.
+			waiting.Add(1)
 			n.goBackground(func() {
+				defer waiting.Done()
 				resp := n.serve(ctx, &req)
 				w.send(&resp, true)
 			})
@@ -93,15 +99,18 @@ type replyWriter struct {
 	broken   bool
 }
 
-// send queues resp, and writes the queue out when flush is set or the
-// queue is large. It reports false once the connection is broken.
+// send queues resp (none when nil), and writes the queue out when flush is
+// set or the queue is large. It reports false once the connection is
+// broken.
 func (w *replyWriter) send(resp *response, flush bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.broken {
 		return false
 	}
-	encodeResponse(w.out, w.enc, resp)
+	if resp != nil {
+		encodeResponse(w.out, w.enc, resp)
+	}
 	if (!flush && len(w.out.b) < 64<<10) || w.flushing {
 		return true
 	}
@@ -113,7 +122,9 @@ func (w *replyWriter) send(resp *response, flush bool) bool {
 		_ = w.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
 		_, err := w.conn.Write(buf)
 		w.mu.Lock()
-		w.spare = buf[:0]
+		if cap(buf) <= keepOut { // a buffer grown by a large reply is dropped
+			w.spare = buf[:0]
+		}
 		if err != nil {
 			w.broken = true
 			w.conn.Close()
@@ -198,6 +209,9 @@ func (n *Node) serveStore(ctx context.Context, req *request) response {
 	}
 	if len(req.value) > n.cfg.MaxValueSize {
 		return response{id: req.id, status: statusTooLarge, msg: fmt.Sprintf("%d bytes, limit %d", len(req.value), n.cfg.MaxValueSize)}
+	}
+	if err := checkValue(req.value); err != nil {
+		return refuseValue(req.id, err)
 	}
 	return n.serveWrite(ctx, req)
 }

@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -36,7 +37,14 @@ func (it Item) Decode(dst any) error {
 // integers become int64 (uint64 past int64's range), floats float64, binary
 // []byte, arrays []any, maps with string keys map[string]any (other maps
 // map[any]any).
+//
+// raw is checked first: a malformed value, or one nested deeper than
+// MaxValueDepth, is an error, and decoding allocates in proportion to
+// len(raw) whatever lengths raw claims.
 func decodeValue(raw []byte) (any, error) {
+	if err := checkValue(raw); err != nil {
+		return nil, err
+	}
 	vd := valueDecoders.Get().(*valueDecoder)
 	defer valueDecoders.Put(vd)
 	vd.r.Reset(raw)
@@ -117,4 +125,13 @@ func decodeAnyMap(d *msgpack.Decoder) (any, error) {
 		m[k] = vals[i]
 	}
 	return m, nil
+}
+
+// refuseValue is the owner's answer to a Put or Add whose value failed
+// checkValue.
+func refuseValue(id uint64, err error) response {
+	if errors.Is(err, ErrValueTooDeep) {
+		return response{id: id, status: statusTooDeep, msg: err.Error()}
+	}
+	return response{id: id, status: statusBadValue, msg: err.Error()}
 }

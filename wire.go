@@ -2,11 +2,10 @@ package ghost
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
+	"math"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -38,7 +37,8 @@ import (
 // replication ops.
 //
 // Requests are pipelined: a client sends many before the replies come, and
-// replies carry the id of their request.
+// replies carry the id of their request. Writes are served concurrently
+// (they wait for their copies), so replies may come in any order.
 const (
 	preambleCache  byte = 0xF1
 	preambleGossip byte = 0xF2
@@ -70,6 +70,8 @@ const (
 	statusReplicaFailed
 	// statusDiffers: anti-entropy found a partition's copies differ.
 	statusDiffers
+	statusTooDeep  // the value nests deeper than MaxValueDepth
+	statusBadValue // the value is not well-formed msgpack
 )
 
 type request struct {
@@ -108,6 +110,10 @@ func (r response) result() (response, error) {
 		return r, fmt.Errorf("%w (said the owner): %s", ErrValueTooLarge, r.msg)
 	case statusReplicaFailed:
 		return r, fmt.Errorf("%w: %s", ErrReplication, r.msg)
+	case statusTooDeep:
+		return r, fmt.Errorf("%w (said the owner): %s", ErrValueTooDeep, r.msg)
+	case statusBadValue:
+		return r, fmt.Errorf("%w (said the owner): %s", ErrBadValue, r.msg)
 	}
 	return r, fmt.Errorf("ghost: peer error: %s", r.msg)
 }
@@ -124,6 +130,9 @@ func (a *appender) WriteString(s string) (int, error) {
 	a.b = append(a.b, s...)
 	return len(s), nil
 }
+
+// keepOut is the most capacity an output buffer keeps between writes.
+const keepOut = 64 << 10
 
 // beginFrame reserves the length prefix; endFrame fills it in.
 func beginFrame(a *appender) int { a.b = append(a.b, 0, 0, 0, 0); return len(a.b) }
@@ -158,115 +167,140 @@ func encodeResponse(a *appender, enc *msgpack.Encoder, r *response) {
 	endFrame(a, start)
 }
 
-func decodeRequest(dec *msgpack.Decoder, r *request) error {
-	if n, err := dec.DecodeArrayLen(); err != nil {
+func decodeRequest(r *msgReader, req *request) error {
+	if n, err := r.arrayLen(); err != nil {
 		return err
 	} else if n != 8 {
 		return fmt.Errorf("request has %d fields, want 8", n)
 	}
 	var err error
-	var op uint8
-	if r.id, err = dec.DecodeUint64(); err != nil {
+	var op uint64
+	if req.id, err = r.uint(math.MaxUint64); err != nil {
 		return err
 	}
-	if op, err = dec.DecodeUint8(); err != nil {
+	if op, err = r.uint(math.MaxUint8); err != nil {
 		return err
 	}
-	r.op = Op(op)
-	if r.key, err = dec.DecodeString(); err != nil {
+	req.op = Op(op)
+	if req.key, err = r.str(); err != nil {
 		return err
 	}
-	if r.value, err = dec.DecodeBytes(); err != nil {
+	if req.value, err = r.bytes(); err != nil {
 		return err
 	}
-	if r.ttl, err = dec.DecodeInt64(); err != nil {
+	if req.ttl, err = r.int(); err != nil {
 		return err
 	}
-	if r.tver, err = dec.DecodeUint64(); err != nil {
+	if req.tver, err = r.uint(math.MaxUint64); err != nil {
 		return err
 	}
-	if r.ver, err = dec.DecodeUint64(); err != nil {
+	if req.ver, err = r.uint(math.MaxUint64); err != nil {
 		return err
 	}
-	r.flags, err = dec.DecodeUint8()
+	var flags uint64
+	flags, err = r.uint(math.MaxUint8)
+	req.flags = uint8(flags)
 	return err
 }
 
-func decodeResponse(dec *msgpack.Decoder, r *response) error {
-	if n, err := dec.DecodeArrayLen(); err != nil {
+func decodeResponse(r *msgReader, resp *response) error {
+	if n, err := r.arrayLen(); err != nil {
 		return err
 	} else if n != 5 {
 		return fmt.Errorf("response has %d fields, want 5", n)
 	}
 	var err error
-	var st uint8
-	if r.id, err = dec.DecodeUint64(); err != nil {
+	var st uint64
+	if resp.id, err = r.uint(math.MaxUint64); err != nil {
 		return err
 	}
-	if st, err = dec.DecodeUint8(); err != nil {
+	if st, err = r.uint(math.MaxUint8); err != nil {
 		return err
 	}
-	r.status = status(st)
-	if r.value, err = dec.DecodeBytes(); err != nil {
+	resp.status = status(st)
+	if resp.value, err = r.bytes(); err != nil {
 		return err
 	}
-	if r.msg, err = dec.DecodeString(); err != nil {
+	if resp.msg, err = r.str(); err != nil {
 		return err
 	}
-	r.tver, err = dec.DecodeUint64()
+	resp.tver, err = r.uint(math.MaxUint64)
 	return err
 }
 
-// frameReader reads length-prefixed frames from a connection.
+// frameReader reads length-prefixed frames from a connection. It keeps no
+// buffer of its own: a frame that fits in the bufio.Reader is decoded where
+// it lies there, and a larger one is read into a buffer of its own that is
+// dropped with it, so a connection that once carried a large frame holds no
+// more memory than any other. Decoders copy what they keep.
 type frameReader struct {
-	conn net.Conn
-	br   *bufio.Reader
-	max  int
-	buf  []byte
-	body bytes.Reader
-	dec  *msgpack.Decoder
+	conn  readDeadliner
+	br    *bufio.Reader
+	max   int
+	idle  time.Duration // how long to wait for a frame to begin; 0 for ever
+	timed bool          // a read deadline is set
+	body  msgReader
 }
 
-func newFrameReader(conn net.Conn, br *bufio.Reader, max int) *frameReader {
-	return &frameReader{conn: conn, br: br, max: max, dec: msgpack.NewDecoder(nil)}
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+func newFrameReader(conn readDeadliner, br *bufio.Reader, max int, idle time.Duration) *frameReader {
+	return &frameReader{conn: conn, br: br, max: max, idle: idle}
 }
 
-// next reads one frame and returns a decoder positioned on its body. A
-// frame, once begun, must arrive whole within ioTimeout.
-func (f *frameReader) next() (*msgpack.Decoder, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(f.br, hdr[:1]); err != nil {
-		return nil, err // an idle connection may wait here for ever
+// next reads one frame and returns a reader of its body, valid until the
+// next read from f.br. A connection may stay idle between frames for
+// f.idle; a frame, once begun, must arrive whole within ioTimeout.
+func (f *frameReader) next() (*msgReader, error) {
+	if f.br.Buffered() == 0 {
+		f.deadline(f.idle)
 	}
-	timed := false
-	if f.br.Buffered() < len(hdr)-1 {
-		_ = f.conn.SetReadDeadline(time.Now().Add(ioTimeout))
-		timed = true
-	}
-	if _, err := io.ReadFull(f.br, hdr[1:]); err != nil {
+	if _, err := f.br.Peek(1); err != nil {
 		return nil, err
 	}
-	size := int(binary.BigEndian.Uint32(hdr[:]))
+	if f.br.Buffered() < 4 {
+		f.deadline(ioTimeout)
+	}
+	hdr, err := f.br.Peek(4)
+	if err != nil {
+		return nil, err
+	}
+	size := int(binary.BigEndian.Uint32(hdr))
 	if size > f.max {
 		return nil, fmt.Errorf("frame of %d bytes exceeds the limit of %d", size, f.max)
 	}
-	if cap(f.buf) < size {
-		f.buf = make([]byte, size)
+	_, _ = f.br.Discard(4)
+	if f.br.Buffered() < size {
+		f.deadline(ioTimeout)
 	}
-	f.buf = f.buf[:size]
-	if !timed && f.br.Buffered() < size {
-		_ = f.conn.SetReadDeadline(time.Now().Add(ioTimeout))
-		timed = true
+	var body []byte
+	if size <= f.br.Size() {
+		// Discarding what is buffered reads nothing: the bytes stay where
+		// they are until the next read from br.
+		if body, err = f.br.Peek(size); err == nil {
+			_, _ = f.br.Discard(size)
+		}
+	} else {
+		body = make([]byte, size)
+		_, err = io.ReadFull(f.br, body)
 	}
-	if _, err := io.ReadFull(f.br, f.buf); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	if timed {
+	f.body.reset(body)
+	return &f.body, nil
+}
+
+// deadline sets the read deadline d from now, or clears it for d 0. Every
+// read that may block is preceded by a call.
+func (f *frameReader) deadline(d time.Duration) {
+	if d > 0 {
+		_ = f.conn.SetReadDeadline(time.Now().Add(d))
+		f.timed = true
+	} else if f.timed {
 		_ = f.conn.SetReadDeadline(time.Time{})
+		f.timed = false
 	}
-	f.body.Reset(f.buf)
-	f.dec.ResetReader(&f.body)
-	return f.dec, nil
 }
 
 func encodeSamples(samples []Sample) []byte {
@@ -283,6 +317,10 @@ func decodeSamples(b []byte, out *[]Sample) error {
 		_msgpack struct{} `msgpack:",as_array"`
 		Time     int64
 		Values   map[string]int64
+	}
+	// The typed decoder allocates what lengths claim: check them first.
+	if err := checkValue(b); err != nil {
+		return err
 	}
 	if err := msgpack.Unmarshal(b, &wire); err != nil {
 		return err

@@ -1,0 +1,178 @@
+package ghost
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"math"
+	"reflect"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// frameOf puts body in a frame.
+func frameOf(body []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// The 17-byte frames of attack 2 of issue 7: a length inside the frame
+// claims about 4 GiB.
+var hugeLengthFrames = map[string][]byte{
+	"key of 4 GiB":     frameOf([]byte("\x95\x01\x02\xdb\xff\xff\xff\xffkey..")),
+	"value of 4 GiB":   frameOf([]byte("\x95\x01\x02\xa1k\xc6\xff\xff\xff\xfeval")),
+	"bin key of 4 GiB": frameOf([]byte("\x95\x01\x01\xc6\xff\xff\xff\xffkey..")),
+	"4 G fields":       frameOf([]byte("\xdd\xff\xff\xff\xff\x01\x02\xa1k\xc0\x00\x00\x00")),
+}
+
+func TestRequestsAndResponsesRoundTrip(t *testing.T) {
+	a := &appender{}
+	enc := msgpack.NewEncoder(a)
+	reqs := []request{
+		{id: 1, op: OpGet, key: "k"},
+		{id: math.MaxUint64, op: OpPut, key: "ключ", value: []byte{0xc0}, ttl: int64(NoExpiry)},
+		{id: 1 << 40, op: OpAdd, key: "k", value: make([]byte, 70000), ttl: math.MaxInt64},
+	}
+	for i := range reqs {
+		encodeRequest(a, enc, &reqs[i])
+	}
+	resps := []response{{id: 7, status: statusMiss}, {id: 8, status: statusBadValue, value: []byte("v"), msg: "why"}}
+	for i := range resps {
+		encodeResponse(a, enc, &resps[i])
+	}
+	f := newFrameReader(noDeadline{}, bufio.NewReaderSize(bytes.NewReader(a.b), 32<<10), 1<<20, 0)
+	for _, want := range reqs {
+		var got request
+		r, err := f.next()
+		if err == nil {
+			err = decodeRequest(r, &got)
+		}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("request %+v came back as %+v, %v", want, got, err)
+		}
+	}
+	for _, want := range resps {
+		var got response
+		r, err := f.next()
+		if err == nil {
+			err = decodeResponse(r, &got)
+		}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("response %+v came back as %+v, %v", want, got, err)
+		}
+	}
+	if _, err := f.next(); err != io.EOF {
+		t.Fatalf("past the last frame: %v", err)
+	}
+}
+
+// noDeadline stands for a connection when frames come from memory.
+type noDeadline struct{}
+
+func (noDeadline) SetReadDeadline(time.Time) error { return nil }
+
+// Attack 2: frames whose inner lengths claim 4 GiB; the decoder allocated
+// what they claimed, and 114 of them took a node to 24 GB.
+func TestFrameLengthsInsideTheFrame(t *testing.T) {
+	c := newCluster(t, 2, true)
+	target := c.nodes[1]
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 50 {
+		for name, frame := range hugeLengthFrames {
+			conn, br := dialCache(t, target.Addr())
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := conn.Write(frame); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			// The node closes the connection, having answered nothing.
+			if n, err := io.Copy(io.Discard, br); err != nil || n != 0 {
+				t.Fatalf("%s: the node sent %d bytes and %v, want a close", name, n, err)
+			}
+			conn.Close()
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// Each connection costs its buffers; none may cost what a length claims.
+	t.Logf("200 attacks: %d KiB allocated in all", (after.TotalAlloc-before.TotalAlloc)>>10)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Fatalf("200 frames of 17 bytes made the process allocate %d MiB", grew>>20)
+	}
+	c.checkServes("after-lengths")
+}
+
+func TestResponseLengthsInsideTheFrame(t *testing.T) {
+	for name, frame := range map[string][]byte{
+		"value of 4 GiB":   frameOf([]byte("\x94\x01\x00\xc6\xff\xff\xff\xff\xa0")),
+		"message of 4 GiB": frameOf([]byte("\x94\x01\x00\xc0\xdb\xff\xff\xff\xff")),
+	} {
+		f := newFrameReader(noDeadline{}, bufio.NewReader(bytes.NewReader(frame)), 1<<20, 0)
+		r, err := f.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp response
+		if err := decodeResponse(r, &resp); err == nil {
+			t.Fatalf("%s: decoded", name)
+		}
+	}
+}
+
+// FuzzFrames feeds the frame reader and the request and response decoders
+// a stream as a peer could send it after the handshake. The seeds include
+// the inputs of the six attacks of issue 7 that travel in frames. Run it
+// for a while with
+//
+//	go test -run='^$' -fuzz='^FuzzFrames$' -fuzztime=10m -parallel=1 .
+func FuzzFrames(f *testing.F) {
+	put := func(key string, value []byte) []byte {
+		return requestFrame(&request{id: 1, op: OpPut, key: key, value: value, ttl: int64(NoExpiry)})
+	}
+	for _, frame := range hugeLengthFrames { // attack 2
+		f.Add(frame)
+	}
+	f.Add(put("array", hugeArrayValue))    // attack 1
+	f.Add(put("map", hugeMapValue))        // attack 1
+	f.Add(put("deep", deepValue))          // attack 3
+	f.Add(put("big", make([]byte, 1<<20))) // attack 5: a 1 MiB put, then silence
+	f.Add([]byte{})                        // attack 4: a connection opened and dropped
+	f.Add(frameOf([]byte{0x95, 0x01})[:6]) // attack 6: a frame begun and never finished
+	f.Add(append(put("a", []byte{1}), 0, 0, 0, 1, 0xc1))
+	f.Add(append(requestFrame(&request{id: 2, op: OpGet, key: "k"}), requestFrame(&request{id: 3, op: OpPing})...))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}) // a frame over the limit
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		const maxFrame = 1<<20 + 64<<10
+		frames := newFrameReader(noDeadline{}, bufio.NewReaderSize(bytes.NewReader(stream), 32<<10), maxFrame, 0)
+		for {
+			body, err := frames.next()
+			if err != nil {
+				return
+			}
+			frame := body.b
+			var req request
+			if decodeRequest(body, &req) == nil {
+				if len(req.key)+len(req.value) > len(frame) {
+					t.Fatalf("a frame of %d bytes decoded to %d", len(frame), len(req.key)+len(req.value))
+				}
+				again := requestFrame(&req)
+				var back request
+				if err := decodeRequest(&msgReader{b: again[4:]}, &back); err != nil || !sameRequest(back, req) {
+					t.Fatalf("request %+v re-encoded came back as %+v, %v", req, back, err)
+				}
+				_, _ = decodeValue(req.value)
+			}
+			var resp response
+			if decodeResponse(&msgReader{b: frame}, &resp) == nil && len(resp.value)+len(resp.msg) > len(frame) {
+				t.Fatalf("a frame of %d bytes decoded to %d", len(frame), len(resp.value)+len(resp.msg))
+			}
+		}
+	})
+}
+
+func sameRequest(a, b request) bool {
+	return a.id == b.id && a.op == b.op && a.key == b.key && bytes.Equal(a.value, b.value) && a.ttl == b.ttl
+}
