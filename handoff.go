@@ -229,6 +229,21 @@ func (n *Node) serveReady(_ context.Context, req *request) response {
 type receiveState struct {
 	mu       sync.Mutex
 	sessions map[int]*receiveSession
+	active   atomic.Int32 // len(sessions), read without the lock
+}
+
+// sent notes that the primary sent key of partition p outside the stream
+// under way (a write's copy): it is part of the primary's partition, and
+// the end of the stream must not drop it.
+func (rs *receiveState) sent(p int, key string) {
+	if rs.active.Load() == 0 {
+		return
+	}
+	rs.mu.Lock()
+	if s := rs.sessions[p]; s != nil {
+		s.seen[key] = struct{}{}
+	}
+	rs.mu.Unlock()
 }
 
 type receiveSession struct {
@@ -259,6 +274,7 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 	if c.first || s == nil || s.sender != c.sender || s.start != c.start {
 		s = &receiveSession{sender: c.sender, start: c.start, seen: map[string]struct{}{}}
 		rs.sessions[c.partition] = s
+		rs.active.Store(int32(len(rs.sessions)))
 	}
 	for _, pc := range c.pairs {
 		if n.partitionOf(pc.key) != c.partition {
@@ -267,12 +283,13 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 		s.seen[pc.key] = struct{}{}
 		n.store.applyStreamed(pt, pc, c.start)
 	}
-	pt.mu.Unlock()
 	if c.last {
 		delete(rs.sessions, c.partition)
-		n.store.dropOlder(c.partition, c.start, s.seen)
+		rs.active.Store(int32(len(rs.sessions)))
+		n.store.dropOlderLocked(pt, c.start, s.seen)
 	}
-	rs.mu.Unlock()
+	rs.mu.Unlock() // lock order: partition, then receiving (serveReplica too)
+	pt.mu.Unlock()
 	n.store.evict()
 	return response{id: req.id, tver: t.version}
 }

@@ -14,7 +14,7 @@ import (
 // afresh on the other side. So instead of dropping its copies, it hands them
 // back to each partition's primary, which keeps what is newer than its own
 // (a pair deleted or rewritten meanwhile stays as the primary has it) and
-// then streams the partition to its backups.
+// sends them to its other holders as it does writes.
 
 // handBackAttempts bounds how often a hand-back is tried when the primary
 // refuses or cannot be reached (the table may still be settling).
@@ -73,7 +73,8 @@ func (n *Node) sendHandBack(p int, pairs []pairCopy) error {
 }
 
 // serveMerge takes pairs handed back to this node, the partition's
-// primary: those newer than its own are stored as fresh writes. Then the
+// primary: it keeps those newer than its own (by their versions: a pair
+// rewritten or deleted since stays as the primary has it). Then the
 // primary's copy of every key handed back is sent to the partition's other
 // holders, as a write is, so that a hand-back tried again after a failure
 // completes what the first try began.
@@ -87,7 +88,7 @@ func (n *Node) serveMerge(req *request, c *chunk) response {
 	keys := make([]string, 0, len(c.pairs))
 	for _, pc := range c.pairs {
 		if n.partitionOf(pc.key) == c.partition {
-			n.store.mergeLocked(pt, pc)
+			n.store.applyLocked(pt, pc)
 			keys = append(keys, pc.key)
 		}
 	}

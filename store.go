@@ -228,25 +228,6 @@ func (s *store) put(pt *partition, e *entry, c pairCopy) {
 	s.touch(pt, e)
 }
 
-// mergeLocked takes a pair handed back by a former holder (heal.go) into
-// pt, whose lock is held, when it is newer than what pt holds for its key.
-// It is then stored under a fresh version, as a write of this node's would
-// be, so that streams under way and copies take it as new; the copy so
-// stored is returned for the copies.
-func (s *store) mergeLocked(pt *partition, c pairCopy) (pairCopy, bool) {
-	s.versions.observe(c.version)
-	if c.version <= s.flushedAt.Load() {
-		return c, false
-	}
-	e := pt.items[c.key]
-	if e != nil && c.version <= e.version {
-		return c, false
-	}
-	c.version = s.versions.next()
-	s.put(pt, e, c)
-	return c, true
-}
-
 // keysOf returns the keys of partition p, tombstones included: the list a
 // transfer walks, a chunk at a time, without holding the lock meanwhile.
 func (s *store) keysOf(p int) []string {
@@ -276,12 +257,10 @@ func (s *store) copies(p int, keys []string) []pairCopy {
 	return out
 }
 
-// dropOlder removes from partition p the pairs and tombstones older than
-// version that are not in keep: what a full copy from the owner, begun at
-// version, did not contain.
-func (s *store) dropOlder(p int, version uint64, keep map[string]struct{}) (dropped int) {
-	pt := s.lock(p)
-	defer pt.mu.Unlock()
+// dropOlderLocked removes from pt, whose lock is held, the pairs and
+// tombstones older than version that are not in keep: what a full copy
+// from the owner, begun at version, did not contain.
+func (s *store) dropOlderLocked(pt *partition, version uint64, keep map[string]struct{}) (dropped int) {
 	for k, e := range pt.items {
 		if _, ok := keep[k]; !ok && e.version < version {
 			s.remove(pt, e)
