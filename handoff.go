@@ -147,7 +147,7 @@ func (n *Node) sendPartition(p int, to member, pendingOnly bool) error {
 			return errTransferStopped
 		}
 		batch := keys[:min(chunkKeys, len(keys))]
-		copies := n.store.copies(p, batch)
+		copies := n.store.copies(p, batch, false)
 		size, sent := 0, 0
 		for sent < len(copies) && (sent == 0 || size+len(copies[sent].key)+len(copies[sent].value) <= chunkBytes) {
 			size += len(copies[sent].key) + len(copies[sent].value)

@@ -21,9 +21,11 @@ import (
 const handBackAttempts = 20
 
 // handBack copies partition p's pairs and tombstones and sends them, in
-// the background, to p's primary.
+// the background, to p's primary. Writes this node decided as a primary
+// that its copies never confirmed stay behind: they were not acknowledged,
+// and a stalled node may have decided them under a table long gone.
 func (n *Node) handBack(p int) {
-	pairs := n.store.copies(p, n.store.keysOf(p))
+	pairs := n.store.copies(p, n.store.keysOf(p), true)
 	if len(pairs) == 0 {
 		return
 	}
@@ -94,7 +96,7 @@ func (n *Node) serveMerge(req *request, c *chunk) response {
 	}
 	pt.mu.Unlock()
 	n.store.evict()
-	for _, pc := range n.store.copies(c.partition, keys) {
+	for _, pc := range n.store.copies(c.partition, keys, false) {
 		replica := request{op: opReplicate, key: pc.key, value: pc.value, ttl: pc.expires, tver: t.version, ver: pc.version}
 		if pc.tombstone {
 			replica.flags = flagTombstone

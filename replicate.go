@@ -64,7 +64,10 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if req.op == OpDelete {
 		replica.value, replica.flags = nil, flagTombstone
 	}
-	if err := n.replicateWrite(ctx, p, t, &replica); err != nil {
+	err := n.replicateWrite(ctx, p, t, &replica)
+	if err == nil {
+		n.store.confirm(p, req.key, version)
+	} else {
 		resp.status, resp.msg = statusReplicaFailed, err.Error()
 		if now := n.table.Load(); !now.isPrimary(p) && req.op != OpAdd {
 			// Ownership moved on while the write was being copied: the

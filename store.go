@@ -50,6 +50,10 @@ type entry struct {
 	expires    int64  // unix nanoseconds; 0 never expires
 	version    uint64 // of the write that made this pair or tombstone
 	tombstone  bool   // deleted: kept only to refuse older copies
+	// unconfirmed: this node decided the write as its partition's primary
+	// and its copies have not confirmed it (yet, or ever): it is not
+	// acknowledged, and a node handing its copies back keeps it to itself.
+	unconfirmed bool
 	stamp      uint64
 	prev, next *entry
 }
@@ -134,6 +138,7 @@ func (s *store) setLocked(pt *partition, key string, value []byte, expires int64
 		return false
 	}
 	s.put(pt, e, pairCopy{key: key, value: value, expires: expires, version: version})
+	pt.items[key].unconfirmed = true
 	return true
 }
 
@@ -150,23 +155,44 @@ func (s *store) deleteLocked(pt *partition, key string, version uint64) bool {
 		s.stats.expired.Add(1)
 	}
 	s.put(pt, e, pairCopy{key: key, version: version, tombstone: true})
+	pt.items[key].unconfirmed = true
 	return wasLive
 }
 
-// set stores value under key with a fresh version; see setLocked.
+// set stores value under key with a fresh version, confirmed; see
+// setLocked.
 func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent bool) bool {
+	version := s.versions.next()
 	pt := s.lock(p)
-	ok := s.setLocked(pt, key, value, expires, s.versions.next(), onlyIfAbsent)
+	ok := s.setLocked(pt, key, value, expires, version, onlyIfAbsent)
+	s.confirmLocked(pt, key, version)
 	pt.mu.Unlock()
 	s.evict()
 	return ok
 }
 
-// del deletes key with a fresh version; see deleteLocked.
+// del deletes key with a fresh version, confirmed; see deleteLocked.
 func (s *store) del(p int, key string) bool {
+	version := s.versions.next()
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
-	return s.deleteLocked(pt, key, s.versions.next())
+	ok := s.deleteLocked(pt, key, version)
+	s.confirmLocked(pt, key, version)
+	return ok
+}
+
+// confirm records that the copies confirmed the write of key at version,
+// unless a newer one has replaced it.
+func (s *store) confirm(p int, key string, version uint64) {
+	pt := s.lock(p)
+	s.confirmLocked(pt, key, version)
+	pt.mu.Unlock()
+}
+
+func (s *store) confirmLocked(pt *partition, key string, version uint64) {
+	if e := pt.items[key]; e != nil && e.version == version {
+		e.unconfirmed = false
+	}
 }
 
 // apply merges a copy of a pair made elsewhere: it is kept when it is newer
@@ -216,7 +242,7 @@ func (s *store) put(pt *partition, e *entry, c pairCopy) {
 		s.keys.Add(-1)
 		s.bytes.Add(-e.size())
 	}
-	e.value, e.expires, e.version, e.tombstone = c.value, c.expires, c.version, c.tombstone
+	e.value, e.expires, e.version, e.tombstone, e.unconfirmed = c.value, c.expires, c.version, c.tombstone, false
 	if c.tombstone {
 		e.value = nil
 		unlink(pt, e)
@@ -241,15 +267,16 @@ func (s *store) keysOf(p int) []string {
 }
 
 // copies returns the current content of keys in partition p: pairs and
-// tombstones, skipping keys that are gone or expired.
-func (s *store) copies(p int, keys []string) []pairCopy {
+// tombstones, skipping keys that are gone or expired, and with
+// confirmedOnly the writes the copies have not confirmed.
+func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
 	now := s.now()
 	out := make([]pairCopy, 0, len(keys))
 	for _, k := range keys {
 		e := pt.items[k]
-		if e == nil || (!e.tombstone && e.expired(now)) {
+		if e == nil || (!e.tombstone && e.expired(now)) || (confirmedOnly && e.unconfirmed) {
 			continue
 		}
 		out = append(out, pairCopy{key: e.key, value: e.value, expires: e.expires, version: e.version, tombstone: e.tombstone})
