@@ -48,6 +48,7 @@ type joinRun struct {
 	BytesMoved  int64          `json:"bytes_moved"`
 	Resyncs     int64          `json:"resyncs"`
 	Evicted     int64          `json:"evicted"`
+	NewNode     string         `json:"new_node"`         // its address, as errors name it
 	NewKeys     int64          `json:"new_node_keys"`    // pairs the new node holds once Safe
 	CPUSteady   float64        `json:"cpu_cores_steady"` // cores the cluster's processes used before the join
 	CPUMove     float64        `json:"cpu_cores_move"`   // and from the new process's start to every node Safe
@@ -100,16 +101,25 @@ func runEvents(ctx context.Context, o options, r *report) error {
 		r.Notes = append(r.Notes, "join and kill need the ghost target: not run")
 		return nil
 	}
+	// failed logs an event's error and returns its text for the event's
+	// row; stop is set when ctx has ended, which ends the whole run.
+	failed := func(what string, err error) (msg string, stop error) {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		if err != nil {
+			slog.Warn(what+" failed", "err", err)
+			return oneLine(err), nil
+		}
+		return "", nil
+	}
 	for run := 1; run <= o.eventRuns; run++ {
+		runs := fmt.Sprintf("%d/%d", run, o.eventRuns)
 		if o.wants(scenarioJoin) {
-			slog.Info("join", "run", fmt.Sprintf("%d/%d", run, o.eventRuns), "nodes", o.eventNodes, "keys", o.joinKeys)
+			slog.Info("join", "run", runs, "nodes", o.eventNodes, "keys", o.joinKeys)
 			j, err := runJoin(ctx, o)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil {
-				slog.Warn("join failed", "err", err)
-				j.Err = oneLine(err)
+			if j.Err, err = failed("join", err); err != nil {
+				return err
 			}
 			r.Join = append(r.Join, j)
 		}
@@ -117,14 +127,10 @@ func runEvents(ctx context.Context, o options, r *report) error {
 			if !o.wants(scenarioKill) {
 				break
 			}
-			slog.Info("kill", "run", fmt.Sprintf("%d/%d", run, o.eventRuns), "gossip", g, "nodes", o.eventNodes+1, "keys", o.killKeys)
+			slog.Info("kill", "run", runs, "gossip", g, "nodes", o.eventNodes+1, "keys", o.killKeys)
 			k, err := runKill(ctx, o, g)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil {
-				slog.Warn("kill failed", "err", err)
-				k.Err = oneLine(err)
+			if k.Err, err = failed("kill", err); err != nil {
+				return err
 			}
 			r.Kill = append(r.Kill, k)
 		}
@@ -132,36 +138,85 @@ func runEvents(ctx context.Context, o options, r *report) error {
 	return nil
 }
 
+// event is what a join and a kill share: a cluster filled with pairs,
+// its nodes' figures before the event, and the paced load from worker 0.
+type event struct {
+	cl        *cluster
+	before    []map[string]int64
+	loadStart time.Time
+}
+
+// prepareEvent starts a cluster of nodes and fills it with keys pairs
+// (startEventCluster), takes its figures, and starts the paced load, which
+// then warms up for o.warmup. The caller kills e.cl when it is set.
+func prepareEvent(ctx context.Context, o options, nodes, keys int, gossip string, prefillSecs *float64) (e event, err error) {
+	if e.cl, err = startEventCluster(ctx, o, nodes, keys, gossip, prefillSecs); err != nil {
+		return e, err
+	}
+	if e.before, err = clusterStats(ctx, e.cl.procs); err != nil {
+		return e, err
+	}
+	if e.loadStart, err = startPace(ctx, o, e.cl.procs[0]); err != nil {
+		return e, err
+	}
+	return e, sleep(ctx, o.warmup)
+}
+
+// finish stops the paced load and takes the figures of procs' nodes.
+func (e event) finish(ctx context.Context, procs []*proc) (*timelineResult, []map[string]int64, error) {
+	tl, err := stopPace(ctx, e.cl.procs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	after, err := clusterStats(ctx, procs)
+	return tl, after, err
+}
+
 // runJoin fills a cluster of o.eventNodes with o.joinKeys pairs, runs the
 // paced load for o.warmup+o.steady, then starts one more worker and waits
 // until every node, the new one included, is Safe.
 func runJoin(ctx context.Context, o options) (joinRun, error) {
 	j := joinRun{Keys: o.joinKeys, Nodes: o.eventNodes}
-	cl, err := startEventCluster(ctx, o, o.eventNodes, o.joinKeys, gossipLAN, &j.PrefillSecs)
-	if cl != nil {
-		defer cl.kill()
+	e, err := prepareEvent(ctx, o, o.eventNodes, o.joinKeys, gossipLAN, &j.PrefillSecs)
+	if e.cl != nil {
+		defer e.cl.kill()
 	}
 	if err != nil {
 		return j, err
 	}
-	before, err := clusterStats(ctx, cl.procs)
-	if err != nil {
-		return j, err
-	}
-	loadStart, err := startPace(ctx, o, cl.procs[0])
-	if err != nil {
-		return j, err
-	}
-	if err := sleep(ctx, o.warmup); err != nil {
-		return j, err
-	}
-	steadyCPU := startCPU(cl.pids())
+	steadyCPU := startCPU(e.cl.pids())
 	if err := sleep(ctx, o.steady); err != nil {
 		return j, err
 	}
-	j.CPUSteady = steadyCPU.cores(cl.pids())
-	spawned := time.Now()
-	moveCPU := startCPU(cl.pids())
+	j.CPUSteady = steadyCPU.cores(e.cl.pids())
+	spawned, moveCPU := time.Now(), startCPU(e.cl.pids())
+	ready, ws, err := joinNode(ctx, o, e.cl)
+	if err != nil {
+		return j, err
+	}
+	j.CPUMove = moveCPU.cores(e.cl.pids())
+	tl, after, err := e.finish(ctx, e.cl.procs)
+	if err != nil {
+		return j, err
+	}
+	began := time.Unix(0, ready.Began)
+	first, last := safeSpan(ws)
+	j.NewNode, j.JoinSecs = ready.Addr, time.Duration(ready.Joined-ready.Began).Seconds()
+	j.SafeFirst, j.SafeSecs = first.Sub(began).Seconds(), last.Sub(began).Seconds()
+	j.PairsMoved, j.BytesMoved = statDelta(e.before, after, "PairsMoved"), statDelta(e.before, after, "BytesMoved")
+	j.Resyncs, j.Evicted = statDelta(e.before, after, "Resyncs"), statDelta(e.before, after, "Evicted")
+	j.NewKeys = after[len(after)-1]["Keys"]
+	j.Steady = tl.window(e.loadStart.Add(o.warmup), spawned, false)
+	j.Move = tl.window(began, last, true)
+	j.P99Ratio = ratioOf(j.Move.P99, j.Steady.P99)
+	j.FirstErr, j.Profile = tl.FirstErr, tl.profile(began, spawned.Add(-2*time.Second), profileStep)
+	return j, nil
+}
+
+// joinNode starts one more worker in cl and waits until every node, the
+// new one included, sees it and is Safe. It returns the new worker's
+// ready line and when each node was Safe.
+func joinNode(ctx context.Context, o options, cl *cluster) (reply, []waitResult, error) {
 	// The old nodes are asked at once, so that none is Safe before it
 	// has heard of the new member.
 	olds := cl.procs
@@ -176,35 +231,14 @@ func runJoin(ctx context.Context, o options) (joinRun, error) {
 	}()
 	joiner, ready, err := cl.grow(ctx)
 	if err != nil {
-		return j, err
+		return ready, nil, err
 	}
 	ws, err := waitSafe(ctx, o, []*proc{joiner}, len(cl.procs))
 	old := <-oldWait
 	if err = errors.Join(err, old.err); err != nil {
-		return j, err
+		return ready, nil, err
 	}
-	ws = append(old.ws, ws...)
-	j.CPUMove = moveCPU.cores(cl.pids())
-	tl, err := stopPace(ctx, cl.procs[0])
-	if err != nil {
-		return j, err
-	}
-	after, err := clusterStats(ctx, cl.procs)
-	if err != nil {
-		return j, err
-	}
-	began := time.Unix(0, ready.Began)
-	first, last := safeSpan(ws)
-	j.JoinSecs = time.Duration(ready.Joined - ready.Began).Seconds()
-	j.SafeFirst, j.SafeSecs = first.Sub(began).Seconds(), last.Sub(began).Seconds()
-	j.PairsMoved, j.BytesMoved = statDelta(before, after, "PairsMoved"), statDelta(before, after, "BytesMoved")
-	j.Resyncs, j.Evicted = statDelta(before, after, "Resyncs"), statDelta(before, after, "Evicted")
-	j.NewKeys = after[len(after)-1]["Keys"]
-	j.Steady = tl.window(loadStart.Add(o.warmup), spawned, false)
-	j.Move = tl.window(began, last, true)
-	j.P99Ratio = ratioOf(j.Move.P99, j.Steady.P99)
-	j.FirstErr, j.Profile = tl.FirstErr, tl.profile(began, spawned.Add(-2*time.Second), profileStep)
-	return j, nil
+	return ready, append(old.ws, ws...), nil
 }
 
 // runKill fills a cluster of o.eventNodes+1 with o.killKeys pairs, runs
@@ -215,27 +249,18 @@ func runKill(ctx context.Context, o options, gossip string) (killRun, error) {
 	nodes := o.eventNodes + 1
 	k := killRun{Gossip: gossip, Keys: o.killKeys, Nodes: nodes}
 	var prefill float64
-	cl, err := startEventCluster(ctx, o, nodes, o.killKeys, gossip, &prefill)
-	if cl != nil {
-		defer cl.kill()
+	e, err := prepareEvent(ctx, o, nodes, o.killKeys, gossip, &prefill)
+	if e.cl != nil {
+		defer e.cl.kill()
 	}
 	if err != nil {
 		return k, err
 	}
-	before, err := clusterStats(ctx, cl.procs)
-	if err != nil {
+	victim, survivors, pids := e.cl.procs[nodes-1], e.cl.procs[:nodes-1], e.cl.pids()[:nodes-1]
+	k.VictimKeys = e.before[nodes-1]["Keys"]
+	if err := sleep(ctx, o.steady); err != nil {
 		return k, err
 	}
-	victim, survivors := cl.procs[nodes-1], cl.procs[:nodes-1]
-	k.VictimKeys = before[nodes-1]["Keys"]
-	loadStart, err := startPace(ctx, o, cl.procs[0])
-	if err != nil {
-		return k, err
-	}
-	if err := sleep(ctx, o.warmup+o.steady); err != nil {
-		return k, err
-	}
-	pids := cl.pids()[:nodes-1]
 	killed, repairCPU := time.Now(), startCPU(pids)
 	if err := victim.cmd.Process.Kill(); err != nil {
 		return k, err
@@ -245,11 +270,7 @@ func runKill(ctx context.Context, o options, gossip string) (killRun, error) {
 		return k, err
 	}
 	k.CPURepair = repairCPU.cores(pids)
-	tl, err := stopPace(ctx, cl.procs[0])
-	if err != nil {
-		return k, err
-	}
-	after, err := clusterStats(ctx, survivors)
+	tl, after, err := e.finish(ctx, survivors)
 	if err != nil {
 		return k, err
 	}
@@ -261,9 +282,9 @@ func runKill(ctx context.Context, o options, gossip string) (killRun, error) {
 	k.DetectFirst, k.DetectSecs = slices.MinFunc(detected, time.Time.Compare).Sub(killed).Seconds(), slices.MaxFunc(detected, time.Time.Compare).Sub(killed).Seconds()
 	k.SafeSecs = safe.Sub(killed).Seconds()
 	k.SafeRatio = ratioOf(k.SafeSecs, k.DetectSecs)
-	k.PairsMoved, k.BytesMoved = statDelta(before, after, "PairsMoved"), statDelta(before, after, "BytesMoved")
-	k.Evicted = statDelta(before, after, "Evicted")
-	k.Before = tl.window(loadStart.Add(o.warmup), killed, false)
+	k.PairsMoved, k.BytesMoved = statDelta(e.before, after, "PairsMoved"), statDelta(e.before, after, "BytesMoved")
+	k.Evicted = statDelta(e.before, after, "Evicted")
+	k.Before = tl.window(e.loadStart.Add(o.warmup), killed, false)
 	k.During = tl.window(killed, safe, true)
 	k.FirstErr, k.Profile = tl.FirstErr, tl.profile(killed, killed.Add(-2*time.Second), profileStep)
 	return k, nil
