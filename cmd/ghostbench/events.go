@@ -56,7 +56,7 @@ type joinRun struct {
 	Move        loadFigures    `json:"move"`             // from Join to every node Safe
 	P99Ratio    float64        `json:"p99_ratio"`        // Move.P99 / Steady.P99
 	FirstErr    string         `json:"first_op_error,omitempty"`
-	Profile     []profilePoint `json:"profile"` // the load over time, from Join
+	Profile     []profilePoint `json:"profile"` // the load from the steady window on; times from Join
 	Err         string         `json:"error,omitempty"`
 }
 
@@ -78,7 +78,7 @@ type killRun struct {
 	Before      loadFigures    `json:"before"`           // before the kill
 	During      loadFigures    `json:"during"`           // from the kill to every survivor Safe
 	FirstErr    string         `json:"first_op_error,omitempty"`
-	Profile     []profilePoint `json:"profile"` // the load over time, from the kill
+	Profile     []profilePoint `json:"profile"` // the load from the window before on; times from the kill
 	Err         string         `json:"error,omitempty"`
 }
 
@@ -209,7 +209,7 @@ func runJoin(ctx context.Context, o options) (joinRun, error) {
 	j.Steady = tl.window(e.loadStart.Add(o.warmup), spawned, false)
 	j.Move = tl.window(began, last, true)
 	j.P99Ratio = ratioOf(j.Move.P99, j.Steady.P99)
-	j.FirstErr, j.Profile = tl.FirstErr, tl.profile(began, spawned.Add(-2*time.Second), profileStep)
+	j.FirstErr, j.Profile = tl.FirstErr, tl.profile(began, e.loadStart.Add(o.warmup), profileStep)
 	return j, nil
 }
 
@@ -286,7 +286,7 @@ func runKill(ctx context.Context, o options, gossip string) (killRun, error) {
 	k.Evicted = statDelta(e.before, after, "Evicted")
 	k.Before = tl.window(e.loadStart.Add(o.warmup), killed, false)
 	k.During = tl.window(killed, safe, true)
-	k.FirstErr, k.Profile = tl.FirstErr, tl.profile(killed, killed.Add(-2*time.Second), profileStep)
+	k.FirstErr, k.Profile = tl.FirstErr, tl.profile(killed, e.loadStart.Add(o.warmup), profileStep)
 	return k, nil
 }
 
