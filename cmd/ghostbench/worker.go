@@ -97,7 +97,7 @@ type command struct {
 	// SampleEvery times one op in this many, so that reading the clock
 	// does not dominate in-process targets.
 	SampleEvery int `json:"sample_every,omitempty"`
-	// Rate is the ops/s of a paced load, over all its Conc goroutines.
+	// Rate is the ops/s of a paced load; its Conc bounds the ops in flight.
 	Rate float64 `json:"rate,omitempty"`
 	// Members is how many members wait-safe waits for the node to see.
 	Members int `json:"members,omitempty"`
