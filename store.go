@@ -45,17 +45,17 @@ type partition struct {
 }
 
 type entry struct {
-	key        string
-	value      []byte // encoded value; never mutated after it is stored
-	expires    int64  // unix nanoseconds; 0 never expires
-	version    uint64 // of the write that made this pair or tombstone
-	tombstone  bool   // deleted: kept only to refuse older copies
+	key       string
+	value     []byte // encoded value; never mutated after it is stored
+	expires   int64  // unix nanoseconds; 0 never expires
+	version   uint64 // of the write that made this pair or tombstone
+	tombstone bool   // deleted: kept only to refuse older copies
 	// unconfirmed: this node decided the write as its partition's primary
 	// and its copies have not confirmed it (yet, or ever): it is not
 	// acknowledged, and a node handing its copies back keeps it to itself.
 	unconfirmed bool
-	stamp      uint64
-	prev, next *entry
+	stamp       uint64
+	prev, next  *entry
 }
 
 // pairCopy is a pair or tombstone as it travels between copies.

@@ -23,9 +23,23 @@
 // The floor row is a sync.Map in the load process, for the target
 // "owner-local Get ≤ 2× sync.Map Get".
 //
+// The GhostDB clusters keep -replicas copies of each pair (2, GhostDB's
+// default). -scenarios picks what runs besides that table:
+//
+//	base      the table above
+//	replicas  forwarded sets, and forwarded get/set, on a second cluster
+//	          with Replicas 1: the put cost of the extra copies
+//	join      a node joins a cluster holding -join-keys pairs under a
+//	          paced load: time to Safe, pairs moved, p99 before and during
+//	kill      SIGKILL of a node holding about -kill-keys×replicas/nodes
+//	          pairs: failure-detection time and time to Safe again
+//
+// The join and kill run after the cells, each on a cluster of its own
+// (events.go), once per -event-runs.
+//
 // Usage:
 //
-//	ghostbench [-targets ghost,memcached,redis] [-nodes 3] [-conc 1,16,64] [-json out.json]
+//	ghostbench [-targets ghost,memcached,redis] [-scenarios base,replicas] [-nodes 3] [-conc 1,16,64] [-json out.json]
 //
 // The Markdown table goes to stdout, progress to stderr.
 package main
@@ -45,8 +59,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/ghostdb/ghost/internal/latency"
 )
 
 // options are the command line flags.
@@ -65,13 +77,42 @@ type options struct {
 	passes    int
 	jsonOut   string
 	seed      uint64
+
+	scenarios    []string
+	replicas     int
+	eventNodes   int
+	joinKeys     int
+	killKeys     int
+	killGossip   []string
+	paceRate     float64
+	steady       time.Duration
+	eventRuns    int
+	eventTimeout time.Duration
 }
+
+// Scenarios, as -scenarios names them.
+const (
+	scenarioBase     = "base"
+	scenarioReplicas = "replicas"
+	scenarioJoin     = "join"
+	scenarioKill     = "kill"
+)
 
 func main() {
 	worker := flag.String("worker", "", "internal: run as a GhostDB cluster process with this JSON configuration")
 	var o options
 	targets := flag.String("targets", "ghost,memcached,redis", "comma-separated targets: ghost (GhostDB and the sync.Map floor), memcached, redis")
 	conc := flag.String("conc", "1,16,64", "comma-separated concurrencies: callers per load process")
+	scenarios := flag.String("scenarios", "base,replicas", "comma-separated: base, replicas, join, kill, or all")
+	killGossip := flag.String("kill-gossip", "lan,fast", "comma-separated gossip profiles to run the kill with: lan (memberlist's defaults), fast (examples/cluster's)")
+	flag.IntVar(&o.replicas, "replicas", 2, "Config.Replicas of the GhostDB clusters (the replicas scenario compares with 1)")
+	flag.IntVar(&o.eventNodes, "event-nodes", 3, "join: nodes before the join; kill: nodes after the kill")
+	flag.IntVar(&o.joinKeys, "join-keys", 2_000_000, "pairs in the cluster a node joins (with Replicas 2, 3 nodes: about half move to the new node)")
+	flag.IntVar(&o.killKeys, "kill-keys", 200_000, "pairs in the cluster a node is killed in (the node holds about replicas/nodes of them)")
+	flag.Float64Var(&o.paceRate, "pace-rate", 2000, "ops/s of the paced get/set load (an open loop from worker 0) during a join or kill")
+	flag.DurationVar(&o.steady, "steady", 5*time.Second, "paced load measured before a join or kill, after -warmup")
+	flag.IntVar(&o.eventRuns, "event-runs", 1, "runs of each join and kill")
+	flag.DurationVar(&o.eventTimeout, "event-timeout", 5*time.Minute, "longest wait for a cluster to be Safe")
 	flag.IntVar(&o.nodes, "nodes", 3, "GhostDB cluster processes")
 	flag.IntVar(&o.keys, "keys", 100_000, "keys, prefilled before the first cell")
 	flag.IntVar(&o.valueSize, "value", 100, "value size in bytes")
@@ -103,6 +144,9 @@ func main() {
 	}
 	var err error
 	if err = o.parse(*targets, *conc); err == nil {
+		err = o.parseReplication(*scenarios, *killGossip)
+	}
+	if err == nil {
 		err = run(ctx, o)
 	}
 	if err != nil {
@@ -156,39 +200,52 @@ func (o *options) parse(targets, conc string) error {
 
 func (o *options) has(target string) bool { return slices.Contains(o.targets, target) }
 
-// cell is one row of the table: a target, a scenario and a concurrency.
-type cell struct {
-	Target   string       `json:"target"`
-	Scenario string       `json:"scenario"`
-	Conc     int          `json:"conc"`
-	NA       string       `json:"na,omitempty"` // why the cell has no figures
-	Passes   []passResult `json:"passes,omitempty"`
-	Summary  *summary     `json:"summary,omitempty"`
+func (o *options) wants(scenario string) bool { return slices.Contains(o.scenarios, scenario) }
 
-	kind    string  // scenario key, for ratios and checks
-	cmd     command // what the load processes run
-	load    []*proc // the processes that run the load
-	servers []int   // the other processes serving it, for CPU per op
+// parseReplication checks the flags of the replication scenarios.
+func (o *options) parseReplication(scenarios, killGossip string) error {
+	for sc := range strings.SplitSeq(scenarios, ",") {
+		switch sc = strings.TrimSpace(sc); sc {
+		case "all":
+			o.scenarios = append(o.scenarios, scenarioBase, scenarioReplicas, scenarioJoin, scenarioKill)
+		case scenarioBase, scenarioReplicas, scenarioJoin, scenarioKill:
+			o.scenarios = append(o.scenarios, sc)
+		default:
+			return fmt.Errorf("-scenarios: unknown scenario %q", sc)
+		}
+	}
+	for g := range strings.SplitSeq(killGossip, ",") {
+		switch g = strings.TrimSpace(g); g {
+		case gossipLAN, gossipFast:
+			o.killGossip = append(o.killGossip, g)
+		default:
+			return fmt.Errorf("-kill-gossip: unknown profile %q", g)
+		}
+	}
+	switch {
+	case o.replicas < 1:
+		return errors.New("-replicas must be at least 1")
+	case o.eventNodes < 2:
+		return errors.New("-event-nodes must be at least 2")
+	case o.joinKeys < 1 || o.killKeys < 1:
+		return errors.New("-join-keys and -kill-keys must be at least 1")
+	case o.paceRate <= 0 || o.steady <= 0:
+		return errors.New("-pace-rate and -steady must be positive")
+	case o.eventRuns < 1 || o.eventTimeout <= 0:
+		return errors.New("-event-runs must be at least 1 and -event-timeout positive")
+	}
+	return nil
 }
-
-// Scenario keys.
-const (
-	kindMemcached = "memcached"
-	kindRedis     = "redis"
-	kindForwarded = "forwarded"
-	kindLocal     = "local"
-	kindCluster   = "cluster"
-	kindLocalGet  = "local-get"
-	kindFloor     = "floor"
-	kindBatch     = "batch"
-)
 
 // report is the whole result, as printed and as JSON.
 type report struct {
-	Meta   meta     `json:"meta"`
-	Cells  []*cell  `json:"cells"`
-	Checks []check  `json:"checks"`
-	Notes  []string `json:"notes,omitempty"`
+	Meta    meta      `json:"meta"`
+	Cells   []*cell   `json:"cells"`
+	PutCost []putCost `json:"put_cost,omitempty"`
+	Join    []joinRun `json:"join,omitempty"`
+	Kill    []killRun `json:"kill,omitempty"`
+	Checks  []check   `json:"checks"`
+	Notes   []string  `json:"notes,omitempty"`
 }
 
 // meta describes the run.
@@ -211,10 +268,18 @@ type meta struct {
 	Conc      []int   `json:"conc"`
 	Command   string  `json:"command"`
 	Seconds   float64 `json:"wall_seconds"`
+
+	Scenarios  []string `json:"scenarios"`
+	Replicas   int      `json:"replicas"`
+	EventNodes int      `json:"event_nodes,omitempty"`
+	JoinKeys   int      `json:"join_keys,omitempty"`
+	KillKeys   int      `json:"kill_keys,omitempty"`
+	PaceRate   float64  `json:"pace_rate,omitempty"`
+	Steady     string   `json:"steady,omitempty"`
 }
 
-// run is the whole benchmark: start everything, run the cells, report,
-// stop everything.
+// run is the whole benchmark: start everything, run the cells, then the
+// join and kill, report, stop everything.
 func run(ctx context.Context, o options) error {
 	began := time.Now()
 	r := &report{Meta: meta{
@@ -222,16 +287,76 @@ func run(ctx context.Context, o options) error {
 		GoVersion: runtime.Version(), Nodes: o.nodes, Keys: o.keys, ValueSize: o.valueSize,
 		Ratio: o.ratio, Dist: o.dist, Duration: o.duration.String(), Warmup: o.warmup.String(),
 		Passes: o.passes, Conc: o.conc, Command: strings.Join(append([]string{"ghostbench"}, os.Args[1:]...), " "),
+		Scenarios: o.scenarios, Replicas: o.replicas,
 	}}
 	if o.dist == "zipf" {
 		r.Meta.ZipfS = o.zipfS
 	}
+	if o.wants(scenarioJoin) || o.wants(scenarioKill) {
+		r.Meta.EventNodes, r.Meta.PaceRate, r.Meta.Steady = o.eventNodes, o.paceRate, o.steady.String()
+		if o.wants(scenarioJoin) {
+			r.Meta.JoinKeys = o.joinKeys
+		}
+		if o.wants(scenarioKill) {
+			r.Meta.KillKeys = o.killKeys
+		}
+	}
+	if err := runTable(ctx, o, r); err != nil {
+		return err
+	}
+	if err := runEvents(ctx, o, r); err != nil {
+		return err
+	}
+	finish(o, r)
+	r.Meta.Seconds = time.Since(began).Seconds()
+	return output(o, r)
+}
+
+// runTable runs the cells of the base and replicas scenarios, with the
+// servers and clusters they need, and stops those at the end.
+func runTable(ctx context.Context, o options, r *report) error {
 	servers := map[string]*server{}
 	defer func() {
 		for _, s := range servers {
 			s.stop()
 		}
 	}()
+	if o.wants(scenarioBase) {
+		if err := startServers(ctx, o, r, servers); err != nil {
+			return err
+		}
+	}
+	var main, r1 *cluster
+	defer func() {
+		for _, cl := range []*cluster{main, r1} {
+			if cl != nil {
+				cl.stop()
+			}
+		}
+	}()
+	var err error
+	// The base scenario's load runs in a GhostDB worker, whatever the
+	// targets.
+	if o.wants(scenarioBase) || (o.has(targetGhost) && o.wants(scenarioReplicas)) {
+		if main, err = startGhost(ctx, o, o.replicas); err != nil {
+			return err
+		}
+	}
+	if o.has(targetGhost) && o.wants(scenarioReplicas) {
+		if r1, err = startGhost(ctx, o, 1); err != nil {
+			return err
+		}
+	}
+	if err := prefillAll(ctx, o, []*cluster{main, r1}, servers); err != nil {
+		return err
+	}
+	r.Cells = plan(o, main, r1, servers)
+	return runCells(ctx, o, r.Cells)
+}
+
+// startServers starts memcached and Redis, those that are targets and on
+// PATH; a missing one is a note.
+func startServers(ctx context.Context, o options, r *report, servers map[string]*server) error {
 	for _, t := range []string{targetMemcached, targetRedis} {
 		if !o.has(t) {
 			continue
@@ -253,39 +378,51 @@ func run(ctx context.Context, o options) error {
 			r.Meta.Redis = s.version
 		}
 	}
+	return nil
+}
 
-	slog.Info("starting the GhostDB cluster", "processes", o.nodes)
-	cl, err := startCluster(ctx, o)
+// workerBase is the configuration every worker of a GhostDB cluster with
+// replicas copies starts with.
+func (o options) workerBase(replicas int) workerConfig {
+	return workerConfig{Keys: o.keys, ValueSize: o.valueSize, Dist: o.dist, ZipfS: o.zipfS, Seed: o.seed, Replicas: replicas}
+}
+
+// startGhost starts a cluster of o.nodes workers keeping replicas copies,
+// and waits until each is Safe: its partition table settled.
+func startGhost(ctx context.Context, o options, replicas int) (*cluster, error) {
+	slog.Info("starting a GhostDB cluster", "processes", o.nodes, "replicas", replicas)
+	cl, err := startCluster(ctx, o.workerBase(replicas), o.nodes)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer cl.stop()
-	if err := prefillAll(ctx, o, cl, servers); err != nil {
-		return err
+	if _, err := waitSafe(ctx, o, cl.procs, o.nodes); err != nil {
+		cl.stop()
+		return nil, err
 	}
-
-	r.Cells = plan(o, cl, servers)
-	if err := runCells(ctx, o, r.Cells); err != nil {
-		return err
-	}
-	finish(o, r)
-	r.Meta.Seconds = time.Since(began).Seconds()
-	return output(o, r)
+	return cl, nil
 }
 
 // prefillAll stores every key in every target before the first cell.
-func prefillAll(ctx context.Context, o options, cl *cluster, servers map[string]*server) error {
+func prefillAll(ctx context.Context, o options, clusters []*cluster, servers map[string]*server) error {
 	var calls []call
-	if o.has(targetGhost) {
-		for _, p := range cl.procs {
-			calls = append(calls, call{p, command{Cmd: cmdPrefill, Target: targetGhost}})
+	for _, cl := range clusters {
+		if cl != nil && o.has(targetGhost) {
+			for _, p := range cl.procs {
+				calls = append(calls, call{p, command{Cmd: cmdPrefill, Target: targetGhost}})
+			}
 		}
-		calls = append(calls, call{cl.procs[0], command{Cmd: cmdPrefill, Target: targetSyncMap}})
 	}
-	for t, s := range servers {
-		calls = append(calls, call{cl.procs[0], command{Cmd: cmdPrefill, Target: t, Addr: s.addr}})
+	if main := clusters[0]; main != nil {
+		if o.has(targetGhost) && o.wants(scenarioBase) {
+			calls = append(calls, call{main.procs[0], command{Cmd: cmdPrefill, Target: targetSyncMap}})
+		}
+		for t, s := range servers {
+			calls = append(calls, call{main.procs[0], command{Cmd: cmdPrefill, Target: t, Addr: s.addr}})
+		}
 	}
-	slog.Info("prefilling", "keys", o.keys, "value_bytes", o.valueSize)
+	if len(calls) > 0 {
+		slog.Info("prefilling", "keys", o.keys, "value_bytes", o.valueSize)
+	}
 	// Prefills run one at a time: the server ones share worker 0.
 	for _, c := range calls {
 		if _, err := c.p.call(ctx, c.cmd, time.Minute+time.Duration(o.keys)*time.Millisecond); err != nil {
@@ -293,286 +430,6 @@ func prefillAll(ctx context.Context, o options, cl *cluster, servers map[string]
 		}
 	}
 	return nil
-}
-
-// scenario is a kind of row, run at every concurrency.
-type scenario struct {
-	target, name, kind string
-	cmd                command // Target, Keys, Addr, GetPct and SampleEvery
-	load               []*proc
-	servers            []int
-}
-
-// plan lists the cells of the table, in the order they run within a pass
-// at each concurrency: targets alternate, so that a change in the machine's
-// load hits all of them alike.
-func plan(o options, cl *cluster, servers map[string]*server) []*cell {
-	mix := "get/set " + o.ratio
-	p0, others := cl.procs[:1], cl.pids()[1:]
-	var scs []scenario
-	addServer := func(target, name string) {
-		if s := servers[target]; s != nil {
-			scs = append(scs, scenario{name, mix, target, command{Target: target, Addr: s.addr, GetPct: o.getPct, SampleEvery: 1}, p0, []int{s.pid()}})
-		}
-	}
-	ghost := func(keys string, getPct, sampleEvery int) command {
-		return command{Target: targetGhost, Keys: keys, GetPct: getPct, SampleEvery: sampleEvery}
-	}
-	addServer(targetMemcached, "memcached")
-	if o.has(targetGhost) {
-		scs = append(scs, scenario{"GhostDB", "forwarded " + mix, kindForwarded, ghost(keysRemote, o.getPct, 1), p0, others})
-	}
-	addServer(targetRedis, "Redis")
-	if o.has(targetGhost) {
-		// In-process targets time one op in 64: reading the clock would
-		// cost more than a sync.Map load.
-		scs = append(scs,
-			scenario{"GhostDB", "owner-local " + mix, kindLocal, ghost(keysLocal, o.getPct, 64), p0, others},
-			scenario{"GhostDB", fmt.Sprintf("cluster: %d processes × c, %s", o.nodes, mix), kindCluster, ghost(keysAll, o.getPct, 1), cl.procs, nil},
-			scenario{"GhostDB", "owner-local get only", kindLocalGet, ghost(keysLocal, 100, 64), p0, others},
-			scenario{"sync.Map", "get only (floor)", kindFloor, command{Target: targetSyncMap, GetPct: 100, SampleEvery: 64}, p0, nil},
-		)
-	}
-	var cells []*cell
-	for _, c := range o.conc {
-		for _, sc := range scs {
-			cmd := sc.cmd
-			cmd.Cmd, cmd.Conc, cmd.Warmup, cmd.Duration = cmdRun, c, o.warmup, o.duration
-			cells = append(cells, &cell{Target: sc.target, Scenario: sc.name, Conc: c, kind: sc.kind, cmd: cmd, load: sc.load, servers: sc.servers})
-		}
-	}
-	if o.has(targetGhost) {
-		cells = append(cells, &cell{Target: "GhostDB", Scenario: "batch get of 100 keys", kind: kindBatch, NA: "n/a (no batch API yet)"})
-	}
-	return cells
-}
-
-// runCells runs every cell once per pass and records the results.
-func runCells(ctx context.Context, o options, cells []*cell) error {
-	perCell := o.warmup + o.duration + 200*time.Millisecond
-	runnable := 0
-	for _, c := range cells {
-		if c.NA == "" {
-			runnable++
-		}
-	}
-	done := 0
-	for pass := 1; pass <= o.passes; pass++ {
-		for _, c := range cells {
-			if c.NA != "" {
-				continue
-			}
-			left := time.Duration(runnable*o.passes-done) * perCell
-			slog.Info("cell", "pass", fmt.Sprintf("%d/%d", pass, o.passes), "target", c.Target, "scenario", c.Scenario, "c", c.Conc,
-				"cell", fmt.Sprintf("%d/%d", done+1, runnable*o.passes), "left", left.Round(time.Second))
-			res, err := runCell(ctx, c)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil {
-				// A cell that cannot run (no keys of that kind, say) is
-				// reported as such; the others go on.
-				slog.Warn("cell failed", "target", c.Target, "scenario", c.Scenario, "c", c.Conc, "err", err)
-				c.NA = "n/a (" + err.Error() + ")"
-				c.Passes = nil
-				continue
-			}
-			res.Pass = pass
-			c.Passes = append(c.Passes, res)
-			done++
-		}
-	}
-	return nil
-}
-
-// runCell runs one cell on its load processes at once and measures the
-// CPU that they and the cell's servers used while it was measured.
-func runCell(ctx context.Context, c *cell) (passResult, error) {
-	loadPIDs := make([]int, len(c.load))
-	for i, p := range c.load {
-		loadPIDs[i] = p.pid()
-	}
-	cpu := make(chan cpuSample, 1)
-	go func() { cpu <- sampleCPU(ctx, loadPIDs, c.servers, c.cmd.Warmup, c.cmd.Duration) }()
-	type out struct {
-		res *cellResult
-		err error
-	}
-	outs := make(chan out, len(c.load))
-	for _, p := range c.load {
-		go func() {
-			res, err := p.call(ctx, c.cmd, c.cmd.Warmup+c.cmd.Duration+time.Minute)
-			outs <- out{res, err}
-		}()
-	}
-	var pr passResult
-	var hist latency.Histogram
-	var gets, hits int64
-	var errs []error
-	for range c.load {
-		o := <-outs
-		if o.err != nil {
-			errs = append(errs, o.err)
-			continue
-		}
-		pr.Ops += o.res.Ops
-		pr.Errors += o.res.Errors
-		pr.OpsPerSec += float64(o.res.Ops) / o.res.Seconds
-		gets += o.res.Gets
-		hits += o.res.Hits
-		if err := hist.AddSparse(o.res.Hist); err != nil {
-			errs = append(errs, err)
-		}
-		if pr.FirstError == "" {
-			pr.FirstError = o.res.FirstErr
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return pr, err
-	}
-	if pr.Ops == 0 {
-		return pr, errors.New("no op completed")
-	}
-	used := <-cpu
-	perOp := 1e6 / (pr.OpsPerSec * used.seconds) // µs per op
-	pr.CPUClient = used.load * perOp
-	pr.CPUServer = used.servers * perOp
-	if gets > 0 {
-		pr.HitRate = float64(hits) / float64(gets)
-	}
-	pr.P50 = hist.Quantile(0.50).Seconds() * 1e6
-	pr.P99 = hist.Quantile(0.99).Seconds() * 1e6
-	pr.P999 = hist.Quantile(0.999).Seconds() * 1e6
-	pr.MeanLatency = float64(c.cmd.Conc*len(c.load)) / pr.OpsPerSec * 1e9
-	return pr, nil
-}
-
-// cpuSample is the CPU seconds processes used in an interval of seconds.
-type cpuSample struct{ load, servers, seconds float64 }
-
-// sampleCPU measures the CPU the load processes and the servers use from
-// warmup after it is called until duration later: the interval in which
-// the workers, started at the same moment, count ops.
-func sampleCPU(ctx context.Context, load, servers []int, warmup, duration time.Duration) cpuSample {
-	sleep := func(d time.Duration) {
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-		}
-	}
-	sleep(warmup)
-	l0, s0, t0 := sumCPU(load), sumCPU(servers), time.Now()
-	sleep(duration)
-	return cpuSample{load: sumCPU(load) - l0, servers: sumCPU(servers) - s0, seconds: time.Since(t0).Seconds()}
-}
-
-// sumCPU returns the CPU seconds the processes have used, leaving out
-// those it cannot read.
-func sumCPU(pids []int) float64 {
-	var total float64
-	for _, pid := range pids {
-		if s, err := cpuTime(pid); err == nil {
-			total += s
-		}
-	}
-	return total
-}
-
-// finish works out the ratios, the summaries and the checks.
-func finish(o options, r *report) {
-	find := func(kind string, conc int) *cell {
-		for _, c := range r.Cells {
-			if c.kind == kind && c.Conc == conc && len(c.Passes) > 0 {
-				return c
-			}
-		}
-		return nil
-	}
-	for _, c := range r.Cells {
-		if c.kind != kindForwarded && c.kind != kindLocal && c.kind != kindCluster {
-			continue
-		}
-		mc, rd := find(kindMemcached, c.Conc), find(kindRedis, c.Conc)
-		for i := range c.Passes {
-			c.Passes[i].Ratios = &ratios{Memcached: passRatio(c, mc, i), Redis: passRatio(c, rd, i)}
-		}
-	}
-	for _, c := range r.Cells {
-		if len(c.Passes) == 0 {
-			continue
-		}
-		s := summarize(c.Passes)
-		c.Summary = &s
-		for _, p := range c.Passes {
-			if p.FirstError != "" {
-				r.Notes = append(r.Notes, fmt.Sprintf("%s %s c=%d: %d errors; the first in pass %d: %s", c.Target, c.Scenario, c.Conc, s.Errors, p.Pass, p.FirstError))
-				break
-			}
-		}
-	}
-	r.Checks = checks(o, find)
-}
-
-// passRatio is the ops/s of c over those of base in pass i, or 0.
-func passRatio(c, base *cell, i int) float64 {
-	if base == nil || i >= len(base.Passes) || i >= len(c.Passes) || base.Passes[i].OpsPerSec == 0 {
-		return 0
-	}
-	return c.Passes[i].OpsPerSec / base.Passes[i].OpsPerSec
-}
-
-// checks judges the issue's performance targets on the medians.
-func checks(o options, find func(string, int) *cell) []check {
-	// Throughput targets are judged at c=16 and c=64, or at the highest
-	// concurrency run when neither is.
-	var at []int
-	for _, c := range o.conc {
-		if c == 16 || c == 64 {
-			at = append(at, c)
-		}
-	}
-	if len(at) == 0 {
-		at = []int{slices.Max(o.conc)}
-	}
-	var out []check
-	for _, c := range at {
-		fw, mc := find(kindForwarded, c), find(kindMemcached, c)
-		name := fmt.Sprintf("forwarded Get/Put ≥ 1.5× memcached ops/s at c=%d, p99 no worse", c)
-		if fw == nil || mc == nil {
-			out = append(out, check{Name: name, Verdict: "SKIP", Detail: "not measured"})
-		} else {
-			s := fw.Summary
-			ok := s.Ratios.Memcached >= 1.5 && s.P99 <= mc.Summary.P99
-			out = append(out, check{Name: name, Verdict: verdict(ok), Detail: fmt.Sprintf("%.2f× memcached (%s vs %s ops/s); p99 %.0f µs vs %.0f µs",
-				s.Ratios.Memcached, si(s.OpsPerSec), si(mc.Summary.OpsPerSec), s.P99, mc.Summary.P99)})
-		}
-	}
-	c1 := slices.Min(o.conc)
-	name := fmt.Sprintf("owner-local Get ≤ 2× sync.Map Get (time per op at c=%d)", c1)
-	if lg, fl := find(kindLocalGet, c1), find(kindFloor, c1); lg == nil || fl == nil {
-		out = append(out, check{Name: name, Verdict: "SKIP", Detail: "not measured"})
-	} else {
-		x := lg.Summary.MeanLatency / fl.Summary.MeanLatency
-		out = append(out, check{Name: name, Verdict: verdict(x <= 2), Detail: fmt.Sprintf("%.0f ns vs %.0f ns: %.1f×", lg.Summary.MeanLatency, fl.Summary.MeanLatency, x)})
-	}
-	for _, c := range at {
-		cl, mc := find(kindCluster, c), find(kindMemcached, c)
-		name := fmt.Sprintf("%s keys from all %d processes ≥ 3× memcached at c=%d", o.dist, o.nodes, c)
-		if cl == nil || mc == nil {
-			out = append(out, check{Name: name, Verdict: "SKIP", Detail: "not measured"})
-			continue
-		}
-		x := cl.Summary.Ratios.Memcached
-		out = append(out, check{Name: name, Verdict: verdict(x >= 3), Detail: fmt.Sprintf("%.2f× memcached (%s vs %s ops/s)", x, si(cl.Summary.OpsPerSec), si(mc.Summary.OpsPerSec))})
-	}
-	return out
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "PASS"
-	}
-	return "FAIL"
 }
 
 // output prints the table and writes the JSON.

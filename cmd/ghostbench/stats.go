@@ -115,12 +115,31 @@ type check struct {
 // writeMarkdown prints the results as a Markdown table, the checks after
 // it.
 func writeMarkdown(w io.Writer, r *report) {
-	fmt.Fprintf(w, "GhostDB benchmark, %s: %d keys, %d-byte values, get:set %s, %s keys, %v per cell after %v warm-up, %d passes, %d GhostDB processes.\n\n",
-		r.Meta.Date, r.Meta.Keys, r.Meta.ValueSize, r.Meta.Ratio, r.Meta.Dist, r.Meta.Duration, r.Meta.Warmup, r.Meta.Passes, r.Meta.Nodes)
+	if len(r.Cells) > 0 {
+		fmt.Fprintf(w, "GhostDB benchmark, %s: %d keys, %d-byte values, get:set %s, %s keys, %v per cell after %v warm-up, %d passes, %d GhostDB processes, Replicas %d.\n\n",
+			r.Meta.Date, r.Meta.Keys, r.Meta.ValueSize, r.Meta.Ratio, r.Meta.Dist, r.Meta.Duration, r.Meta.Warmup, r.Meta.Passes, r.Meta.Nodes, r.Meta.Replicas)
+	} else {
+		fmt.Fprintf(w, "GhostDB replication events, %s: %d-byte values, Replicas %d.\n\n", r.Meta.Date, r.Meta.ValueSize, r.Meta.Replicas)
+	}
 	fmt.Fprintf(w, "Machine: %s, %d cores; %s; %s; %s.\n\n", r.Meta.CPU, r.Meta.Cores, r.Meta.GoVersion, orNone(r.Meta.Memcached, "memcached not run"), orNone(r.Meta.Redis, "Redis not run"))
+	writeCells(w, r.Cells)
+	writeReplication(w, r)
+	for _, c := range r.Checks {
+		fmt.Fprintf(w, "%s %s: %s\n", c.Verdict, c.Name, c.Detail)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "\nNote: %s\n", n)
+	}
+}
+
+// writeCells prints the table of the cells, when there are any.
+func writeCells(w io.Writer, cells []*cell) {
+	if len(cells) == 0 {
+		return
+	}
 	fmt.Fprintln(w, "| target | scenario | c | ops/s median (min–max) | p50 µs | p99 µs | p99.9 µs | time/op | CPU µs/op client+server | errors | hits | ×memcached | ×Redis |")
 	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-	for _, c := range r.Cells {
+	for _, c := range cells {
 		if c.NA != "" {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | | | | | | | | | |\n", c.Target, c.Scenario, concLabel(c.Conc), c.NA)
 			continue
@@ -138,12 +157,6 @@ func writeMarkdown(w io.Writer, r *report) {
 			s.Ratios.column(targetMemcached), s.Ratios.column(targetRedis))
 	}
 	fmt.Fprintln(w)
-	for _, c := range r.Checks {
-		fmt.Fprintf(w, "%s %s: %s\n", c.Verdict, c.Name, c.Detail)
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(w, "\nNote: %s\n", n)
-	}
 }
 
 func concLabel(c int) string {

@@ -23,7 +23,7 @@ func TestFinish(t *testing.T) {
 		{kind: kindFloor, Conc: 16, Passes: one(passResult{MeanLatency: 60})},
 		{kind: kindBatch, NA: "n/a"},
 	}}
-	finish(options{conc: []int{16}, nodes: 3}, r)
+	finish(options{conc: []int{16}, nodes: 3, replicas: 2, scenarios: []string{scenarioBase}}, r)
 	if got := r.Cells[2].Summary.Ratios; got == nil || got.Memcached != 1.6 || got.Redis != 2 {
 		t.Errorf("forwarded ratios %+v, want 1.6 and 2", got)
 	}

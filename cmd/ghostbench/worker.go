@@ -8,17 +8,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ghostdb/ghost"
 	"github.com/ghostdb/ghost/internal/latency"
+	"github.com/hashicorp/memberlist"
 )
 
 // A worker is one process of the GhostDB cluster under test. ghostbench
@@ -27,10 +27,8 @@ import (
 // worker embeds a node and runs the load of a cell against that node, or
 // against memcached, Redis or a sync.Map, so every target is driven from a
 // process of the same kind. It ends when its stdin closes, and on Linux
-// when ghostbench dies.
-//
-// The second half of this file is ghostbench's side: proc and cluster
-// start the workers and carry commands to them.
+// when ghostbench dies. procs.go is ghostbench's side; paced.go the load
+// that runs while ghostbench changes the cluster.
 
 // workerConfig is what a worker is started with, as JSON in -worker.
 type workerConfig struct {
@@ -43,12 +41,41 @@ type workerConfig struct {
 	Dist      string  `json:"dist"` // uniform or zipf
 	ZipfS     float64 `json:"zipf_s"`
 	Seed      uint64  `json:"seed"`
+	// Replicas is the node's Config.Replicas; 0 leaves GhostDB's default.
+	Replicas int `json:"replicas,omitempty"`
+	// MaxKeys and MaxBytes are the node's limits; 0 means max(65536,
+	// 2×Keys) keys and GhostDB's default bytes.
+	MaxKeys  int   `json:"max_keys,omitempty"`
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// Gossip is the failure-detection profile: gossipLAN or gossipFast.
+	Gossip string `json:"gossip,omitempty"`
+}
+
+// Gossip profiles of a worker.
+const (
+	gossipLAN  = "lan"  // memberlist's DefaultLANConfig, what GhostDB uses unless told
+	gossipFast = "fast" // fastFailureDetection
+)
+
+// fastFailureDetection is the gossip profile of examples/cluster: a
+// crashed process is declared dead within a second or two, instead of the
+// LAN defaults' five or more, at the cost of more gossip traffic.
+func fastFailureDetection(mc *memberlist.Config) {
+	mc.ProbeInterval = 200 * time.Millisecond
+	mc.ProbeTimeout = 100 * time.Millisecond
+	mc.SuspicionMult = 2
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.GossipInterval = 50 * time.Millisecond
 }
 
 // Commands a worker obeys.
 const (
-	cmdPrefill = "prefill" // store every key of the target this worker is responsible for
-	cmdRun     = "run"     // run the load of one cell and report it
+	cmdPrefill   = "prefill"    // store every key of the target this worker is responsible for
+	cmdRun       = "run"        // run the load of one cell and report it
+	cmdPaceStart = "pace-start" // start a paced load in the background (paced.go)
+	cmdPaceStop  = "pace-stop"  // stop it and report its timeline
+	cmdWaitSafe  = "wait-safe"  // wait until the node sees Members members and is Safe
+	cmdStats     = "stats"      // the node's own watchdog and snitch figures
 )
 
 // Key sets of GhostDB cells, as seen from the worker running the load.
@@ -71,6 +98,10 @@ type command struct {
 	// SampleEvery times one op in this many, so that reading the clock
 	// does not dominate in-process targets.
 	SampleEvery int `json:"sample_every,omitempty"`
+	// Rate is the ops/s of a paced load; its Conc bounds the ops in flight.
+	Rate float64 `json:"rate,omitempty"`
+	// Members is how many members wait-safe waits for the node to see.
+	Members int `json:"members,omitempty"`
 }
 
 // reply is one line a worker writes: first a ready line, then one per
@@ -80,6 +111,20 @@ type reply struct {
 	Addr   string      `json:"addr,omitempty"`
 	Err    string      `json:"err,omitempty"`
 	Result *cellResult `json:"result,omitempty"`
+	// Began and Joined are when the ready worker called ghost.Join and
+	// when it returned, in Unix nanoseconds.
+	Began    int64            `json:"began_ns,omitempty"`
+	Joined   int64            `json:"joined_ns,omitempty"`
+	Wait     *waitResult      `json:"wait,omitempty"`
+	Timeline *timelineResult  `json:"timeline,omitempty"`
+	Stats    map[string]int64 `json:"stats,omitempty"`
+}
+
+// waitResult is when, in Unix nanoseconds, a node first saw the members
+// it was told to wait for, and when it was Safe after that.
+type waitResult struct {
+	Members int64 `json:"members_ns"`
+	Safe    int64 `json:"safe_ns"`
 }
 
 // cellResult is what one worker measured in one cell.
@@ -100,6 +145,7 @@ type worker struct {
 	keys    []string
 	value   []byte
 	syncMap sync.Map
+	paced   *pacedLoad // the background load, while one runs
 }
 
 // runWorker is main for a worker process.
@@ -115,12 +161,14 @@ func runWorker(ctx context.Context, raw string) error {
 	out := json.NewEncoder(os.Stdout)
 	joinCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := w.join(joinCtx); err != nil {
+	ready, err := w.join(joinCtx)
+	if err != nil {
 		_ = out.Encode(reply{Err: err.Error()})
 		return err
 	}
 	defer w.node.Close()
-	if err := out.Encode(reply{Ready: true, Addr: w.node.Addr()}); err != nil {
+	defer w.stopPaced() // before Close
+	if err := out.Encode(ready); err != nil {
 		return err
 	}
 	in := bufio.NewScanner(os.Stdin)
@@ -129,8 +177,8 @@ func runWorker(ctx context.Context, raw string) error {
 		var rep reply
 		if err := json.Unmarshal(in.Bytes(), &cmd); err != nil {
 			rep.Err = fmt.Sprintf("bad command: %v", err)
-		} else if rep.Result, err = w.do(ctx, cmd); err != nil {
-			rep.Err = err.Error()
+		} else {
+			rep = w.do(ctx, cmd)
 		}
 		if err := out.Encode(rep); err != nil {
 			return err
@@ -142,28 +190,47 @@ func runWorker(ctx context.Context, raw string) error {
 	return nil // stdin closed: ghostbench is done
 }
 
-// join starts the node and waits until it sees the whole cluster.
-func (w *worker) join(ctx context.Context) error {
-	n, err := ghost.Join(ctx, ghost.Config{
+// join starts the node and waits until it sees the whole cluster. Its
+// reply is the worker's ready line.
+func (w *worker) join(ctx context.Context) (reply, error) {
+	cfg := ghost.Config{
 		Addr:           w.cfg.Addr,
 		PeersFile:      w.cfg.NodesFile,
 		RejoinInterval: 100 * time.Millisecond,
-		MaxKeys:        max(65536, 2*w.cfg.Keys),
-		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	})
-	if err != nil {
-		return err
+		Replicas:       w.cfg.Replicas,
+		MaxKeys:        w.cfg.MaxKeys,
+		MaxBytes:       w.cfg.MaxBytes,
+		// Every worker ends at once when ghostbench is done: handing
+		// partitions to each other on the way out is wasted work.
+		CloseTimeout: time.Second,
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}
+	if cfg.MaxKeys == 0 {
+		cfg.MaxKeys = max(65536, 2*w.cfg.Keys)
+	}
+	switch w.cfg.Gossip {
+	case "", gossipLAN:
+	case gossipFast:
+		cfg.Gossip = fastFailureDetection
+	default:
+		return reply{}, fmt.Errorf("unknown gossip profile %q", w.cfg.Gossip)
+	}
+	began := time.Now()
+	n, err := ghost.Join(ctx, cfg)
+	if err != nil {
+		return reply{}, err
+	}
+	joined := time.Now()
 	for len(n.Members()) != w.cfg.Nodes {
 		select {
 		case <-ctx.Done():
 			n.Close()
-			return fmt.Errorf("node %s sees %d of %d members: %w", n.Addr(), len(n.Members()), w.cfg.Nodes, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+			return reply{}, fmt.Errorf("node %s sees %d of %d members: %w", n.Addr(), len(n.Members()), w.cfg.Nodes, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	w.node = n
-	return nil
+	return reply{Ready: true, Addr: n.Addr(), Began: began.UnixNano(), Joined: joined.UnixNano()}, nil
 }
 
 // keyNames returns the names of the benchmark's keys.
@@ -175,8 +242,32 @@ func keyNames(n int) []string {
 	return keys
 }
 
-// do carries out one command.
-func (w *worker) do(ctx context.Context, cmd command) (*cellResult, error) {
+// do carries out one command and returns the reply to it.
+func (w *worker) do(ctx context.Context, cmd command) reply {
+	var rep reply
+	var err error
+	switch cmd.Cmd {
+	case cmdPrefill, cmdRun:
+		rep.Result, err = w.drive(ctx, cmd)
+	case cmdPaceStart:
+		err = w.startPaced(ctx, cmd)
+	case cmdPaceStop:
+		rep.Timeline, err = w.stopPaced()
+	case cmdWaitSafe:
+		rep.Wait, err = w.waitSafe(ctx, cmd)
+	case cmdStats:
+		rep.Stats, err = w.nodeStats(ctx)
+	default:
+		err = fmt.Errorf("unknown command %q", cmd.Cmd)
+	}
+	if err != nil {
+		rep.Err = err.Error()
+	}
+	return rep
+}
+
+// drive prefills a target or runs the load of a cell on it.
+func (w *worker) drive(ctx context.Context, cmd command) (*cellResult, error) {
 	cl, err := w.client(cmd)
 	if err != nil {
 		return nil, err
@@ -306,14 +397,20 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 	return res
 }
 
-// loop is one closed-loop load goroutine.
-func (w *worker) loop(ctx context.Context, cl client, keys []string, cmd command, id uint64, phase *atomic.Int32, st *loopStats) {
+// picker returns the random source of load goroutine id and a function
+// that picks its next key from keys in the configured distribution.
+func (w *worker) picker(keys []string, id uint64) (*rand.Rand, func() string) {
 	rng := rand.New(rand.NewPCG(w.cfg.Seed+uint64(w.cfg.ID), id))
-	next := func() string { return keys[rng.IntN(len(keys))] }
 	if w.cfg.Dist == "zipf" && len(keys) > 1 {
 		z := rand.NewZipf(rng, w.cfg.ZipfS, 1, uint64(len(keys)-1))
-		next = func() string { return keys[z.Uint64()] }
+		return rng, func() string { return keys[z.Uint64()] }
 	}
+	return rng, func() string { return keys[rng.IntN(len(keys))] }
+}
+
+// loop is one closed-loop load goroutine.
+func (w *worker) loop(ctx context.Context, cl client, keys []string, cmd command, id uint64, phase *atomic.Int32, st *loopStats) {
+	rng, next := w.picker(keys, id)
 	sampleEvery := max(cmd.SampleEvery, 1)
 	for i := 0; ; i++ {
 		ph := phase.Load()
@@ -327,13 +424,7 @@ func (w *worker) loop(ctx context.Context, cl client, keys []string, cmd command
 		if timed {
 			t0 = time.Now()
 		}
-		var hit bool
-		var err error
-		if isGet {
-			hit, err = cl.get(ctx, key)
-		} else {
-			err = cl.set(ctx, key, w.value)
-		}
+		hit, err := w.op(ctx, cl, key, isGet)
 		if ph != phaseMeasure {
 			continue
 		}
@@ -356,167 +447,70 @@ func (w *worker) loop(ctx context.Context, cl client, keys []string, cmd command
 	}
 }
 
-// proc is a worker process as ghostbench sees it.
-type proc struct {
-	id      int
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	replies *json.Decoder
-	exited  chan struct{}
-	addr    string
-	mu      sync.Mutex // one command at a time
+// op runs one get, or one set of the worker's value, on key.
+func (w *worker) op(ctx context.Context, cl client, key string, isGet bool) (hit bool, err error) {
+	if isGet {
+		return cl.get(ctx, key)
+	}
+	return false, cl.set(ctx, key, w.value)
 }
 
-// call is a command for one worker.
-type call struct {
-	p   *proc
-	cmd command
-}
+// safePoll is how often wait-safe looks at the node: the resolution of
+// the times it reports.
+const safePoll = 5 * time.Millisecond
 
-// pid is the worker's process id.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-// call sends cmd and waits at most timeout for the reply.
-func (p *proc) call(ctx context.Context, cmd command, timeout time.Duration) (*cellResult, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	line, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := p.stdin.Write(append(line, '\n')); err != nil {
-		return nil, fmt.Errorf("process %d: %w", p.id, err)
-	}
-	rep, err := p.read(ctx, timeout)
-	if err != nil {
-		return nil, err
-	}
-	if rep.Err != "" {
-		return nil, errors.New(rep.Err)
-	}
-	return rep.Result, nil
-}
-
-// read waits for the worker's next reply line. On a timeout the worker is
-// killed, as its stream can no longer be trusted.
-func (p *proc) read(ctx context.Context, timeout time.Duration) (reply, error) {
-	type decoded struct {
-		rep reply
-		err error
-	}
-	got := make(chan decoded, 1)
-	go func() {
-		var d decoded
-		d.err = p.replies.Decode(&d.rep)
-		got <- d
-	}()
-	select {
-	case d := <-got:
-		if d.err != nil {
-			return reply{}, fmt.Errorf("process %d: reading its reply: %w", p.id, d.err)
+// waitSafe waits, at most cmd.Duration, until the node sees cmd.Members
+// members and then until it is Safe, and reports when it saw each.
+func (w *worker) waitSafe(ctx context.Context, cmd command) (*waitResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmd.Duration)
+	defer cancel()
+	tick := time.NewTicker(safePoll)
+	defer tick.Stop()
+	var res waitResult
+	for {
+		now := time.Now().UnixNano()
+		if res.Members == 0 && len(w.node.Members()) == cmd.Members {
+			res.Members = now
 		}
-		return d.rep, nil
-	case <-ctx.Done():
-		_ = p.cmd.Process.Kill()
-		return reply{}, ctx.Err()
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		return reply{}, fmt.Errorf("process %d: no reply within %v", p.id, timeout)
-	}
-}
-
-// cluster is the set of worker processes, each running a GhostDB node.
-type cluster struct {
-	dir   string
-	procs []*proc
-}
-
-// startCluster starts o.nodes workers that share a node file in a
-// temporary directory, and waits until each sees all of them.
-func startCluster(ctx context.Context, o options) (*cluster, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "ghostbench-")
-	if err != nil {
-		return nil, err
-	}
-	cl := &cluster{dir: dir}
-	addrs := make([]string, o.nodes)
-	for i := range addrs {
-		port, err := freePort()
-		if err != nil {
-			cl.stop()
-			return nil, err
+		if res.Members != 0 && w.node.Safe() {
+			res.Safe = now
+			return &res, nil
 		}
-		addrs[i] = fmt.Sprintf("127.0.0.1:%d", port)
-	}
-	nodesFile := filepath.Join(dir, "nodes.conf")
-	if err := os.WriteFile(nodesFile, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
-		cl.stop()
-		return nil, err
-	}
-	for i, addr := range addrs {
-		cfg, _ := json.Marshal(workerConfig{
-			ID: i, Addr: addr, NodesFile: nodesFile, Nodes: o.nodes, Keys: o.keys,
-			ValueSize: o.valueSize, Dist: o.dist, ZipfS: o.zipfS, Seed: o.seed,
-		})
-		p := &proc{id: i, cmd: exec.Command(self, "-worker", string(cfg)), exited: make(chan struct{})}
-		p.cmd.SysProcAttr = childAttr()
-		p.cmd.Stderr = os.Stderr
-		stdout, err := p.cmd.StdoutPipe()
-		if err == nil {
-			p.stdin, err = p.cmd.StdinPipe()
-		}
-		if err == nil {
-			err = p.cmd.Start()
-		}
-		if err != nil {
-			cl.stop()
-			return nil, fmt.Errorf("start process %d: %w", i, err)
-		}
-		p.replies = json.NewDecoder(stdout)
-		go func() { _ = p.cmd.Wait(); close(p.exited) }()
-		cl.procs = append(cl.procs, p)
-	}
-	for _, p := range cl.procs {
-		rep, err := p.read(ctx, time.Minute)
-		if err == nil && !rep.Ready {
-			err = fmt.Errorf("process %d: %s", p.id, rep.Err)
-		}
-		if err != nil {
-			cl.stop()
-			return nil, err
-		}
-		p.addr = rep.Addr
-	}
-	return cl, nil
-}
-
-// pids returns the workers' process ids.
-func (cl *cluster) pids() []int {
-	out := make([]int, len(cl.procs))
-	for i, p := range cl.procs {
-		out[i] = p.pid()
-	}
-	return out
-}
-
-// stop closes every worker's stdin, which ends it, kills those still there
-// after five seconds, and removes the node file.
-func (cl *cluster) stop() {
-	for _, p := range cl.procs {
-		_ = p.stdin.Close()
-	}
-	deadline := time.After(5 * time.Second)
-	for _, p := range cl.procs {
 		select {
-		case <-p.exited:
-		case <-deadline:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, w.notSafe(cmd)
 		}
 	}
-	_ = os.RemoveAll(cl.dir)
+}
+
+// notSafe describes a node that did not become Safe in time.
+func (w *worker) notSafe(cmd command) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := w.nodeStats(ctx)
+	var table string
+	if err == nil {
+		table = fmt.Sprintf(" (table version %d, %d partitions short of copies, %d transfers in flight)",
+			st["TableVersion"], st["PartitionsShort"], st["TransfersInFlight"])
+	}
+	return fmt.Errorf("node %s sees %d members (waiting for %d) and is not Safe after %v%s",
+		w.node.Addr(), len(w.node.Members()), cmd.Members, cmd.Duration, table)
+}
+
+// nodeStats returns the node's own figures from its latest watchdog and
+// snitch samples (PairsMoved, Evicted, Keys...).
+func (w *worker) nodeStats(ctx context.Context) (map[string]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out := map[string]int64{}
+	for _, metrics := range []func(context.Context) ([]ghost.NodeMetrics, error){w.node.WatchdogMetrics, w.node.SnitchMetrics} {
+		nodes, err := metrics(ctx) // an error names members that did not answer: not ours
+		i := slices.IndexFunc(nodes, func(m ghost.NodeMetrics) bool { return m.Node == w.node.Addr() && len(m.Data) > 0 })
+		if i < 0 {
+			return nil, fmt.Errorf("no metrics from this node: %v", err)
+		}
+		maps.Copy(out, nodes[i].Data[len(nodes[i].Data)-1].Values)
+	}
+	return out, nil
 }

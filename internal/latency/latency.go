@@ -102,3 +102,7 @@ func (h *Histogram) AddSparse(pairs [][2]int64) error {
 	}
 	return nil
 }
+
+// Bucket is the index of the bucket that d falls in, for callers that keep
+// counts in a sparse form of their own.
+func Bucket(d time.Duration) int { return bucketOf(int64(d)) }
