@@ -104,11 +104,18 @@ func (n *Node) coordinate(st *coordinatorState) {
 		n.pushes.mu.Unlock()
 	}
 	// Members that come into view may hold a newer table than ours: the
-	// other side of a healed split, which went on without us.
-	n.adoptNewest(newcomers)
-	st.known = map[string]bool{}
+	// other side of a healed split, which went on without us. Until their
+	// tables are in, planning from ours could undo what they did.
+	got := n.adoptNewest(newcomers)
+	known := map[string]bool{}
 	for _, m := range live {
-		st.known[m.name] = true
+		if st.known[m.name] || got[m.name] {
+			known[m.name] = true
+		}
+	}
+	st.known = known
+	if len(known) < len(live) {
+		return // the next step asks the others again
 	}
 	cur := n.table.Load()
 	if !hasQuorum(cur, live) {
@@ -201,6 +208,9 @@ func (n *Node) pushTable() {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 			defer cancel()
 			resp, err := n.peers.get(m.addr).call(ctx, &request{op: opTablePush, value: body, tver: t.version})
+			if err == nil {
+				n.learnVersion(resp.tver) // a member ahead of its coordinator: fetch its table
+			}
 			ps.mu.Lock()
 			defer ps.mu.Unlock()
 			delete(ps.inflight, m.name)
@@ -219,8 +229,10 @@ type pushState struct {
 }
 
 // adoptNewest fetches the table of each of members and applies the
-// newest.
-func (n *Node) adoptNewest(members []member) {
+// newest. It returns the names of the members whose table it got.
+func (n *Node) adoptNewest(members []member) map[string]bool {
+	var mu sync.Mutex
+	got := map[string]bool{n.self.name: true}
 	var wg sync.WaitGroup
 	for _, m := range members {
 		if m.name == n.self.name {
@@ -229,10 +241,15 @@ func (n *Node) adoptNewest(members []member) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.fetchTable(m.addr)
+			if n.fetchTable(m.addr) {
+				mu.Lock()
+				got[m.name] = true
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
+	return got
 }
 
 // learnVersion notes that a peer holds table version v; when it is newer
@@ -273,19 +290,20 @@ func (n *Node) fetchNewer(v uint64) {
 
 // fetchTable asks the member at addr for its table and applies it when it
 // is newer.
-func (n *Node) fetchTable(addr string) {
+func (n *Node) fetchTable(addr string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 	defer cancel()
 	resp, err := n.peers.get(addr).call(ctx, &request{op: opTableGet})
 	if err != nil || resp.status != statusOK {
-		return
+		return false
 	}
 	t, err := decodeTable(resp.value, n.cfg.PartitionCount)
 	if err != nil {
 		n.log.Warn("ghost: refused a partition table", "from", addr, "err", err)
-		return
+		return false
 	}
 	n.applyTable(t)
+	return true
 }
 
 // applyTable makes t this node's table when it is newer, drops the
