@@ -47,7 +47,9 @@ func (l *logBuffer) String() string {
 }
 
 func withLog(buf *logBuffer) func(*Config) {
-	return func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelWarn})) }
+	return func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 }
 
 func TestSecretClusterServesOverTLS(t *testing.T) {
