@@ -254,3 +254,46 @@ func TestRefusalsAreLoggedOncePerHost(t *testing.T) {
 		t.Fatalf("remembers %d hosts", len(l.last))
 	}
 }
+
+// The rotation recipe of the README, under load: every node accepts both
+// keys, then sends the new one, then forgets the old one. Nothing is lost,
+// and afterwards a node with the old key gets nothing.
+func TestKeyRotationUnderLoadLosesNothing(t *testing.T) {
+	oldKey, newKey := testSecret, otherTestSecret
+	c := newCluster(t, 3, true, withSecret(oldKey))
+	l := newLedger()
+	c.preload(l, "pre", 500)
+	w := c.startWriters(l, 3, 300)
+	for step, tune := range []func(*Config){
+		withSecret(oldKey, newKey),
+		withSecret(newKey, oldKey),
+		withSecret(newKey),
+	} {
+		for i := range c.nodes {
+			w.waitOps(t, 50)
+			start := time.Now()
+			c.restart(i, tune)
+			c.waitConverged()
+			t.Logf("step %d, node %d: restarted and converged in %v", step+1, i, time.Since(start))
+		}
+	}
+	w.waitOps(t, 50)
+	w.halt()
+	checkLedger(t, c, l, w)
+
+	cfg := testConfig(nil)
+	withSecret(oldKey)(&cfg)
+	cfg.RejoinInterval = time.Hour
+	leaked, err := Join(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaked.Close()
+	if conn, err := dialPeer(context.Background(), leaked, c.nodes[0].Addr()); err == nil {
+		conn.fail(io.EOF)
+		t.Fatal("a node with the retired key opened a cache connection")
+	}
+	if joined, _ := leaked.ml.Join([]string{c.nodes[0].Addr()}); joined != 0 {
+		t.Fatal("a node with the retired key joined")
+	}
+}
