@@ -65,6 +65,7 @@ type options struct {
 	passes    int
 	jsonOut   string
 	seed      uint64
+	secret    bool
 }
 
 func main() {
@@ -83,6 +84,7 @@ func main() {
 	flag.IntVar(&o.passes, "passes", 3, "passes over all cells; targets are interleaved in each")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file (- for stdout, in place of the table)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key choices")
+	flag.BoolVar(&o.secret, "secret", false, "run the GhostDB cluster with a SecretKey: TLS between nodes")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 
@@ -200,6 +202,7 @@ type meta struct {
 	Memcached string  `json:"memcached,omitempty"`
 	Redis     string  `json:"redis,omitempty"`
 	Nodes     int     `json:"nodes"`
+	Secret    bool    `json:"secret"` // the cluster ran with a SecretKey (TLS between nodes)
 	Keys      int     `json:"keys"`
 	ValueSize int     `json:"value_size"`
 	Ratio     string  `json:"ratio"`
@@ -219,7 +222,7 @@ func run(ctx context.Context, o options) error {
 	began := time.Now()
 	r := &report{Meta: meta{
 		Date: began.UTC().Format("2006-01-02 15:04 MST"), CPU: cpuModel(), Cores: runtime.NumCPU(),
-		GoVersion: runtime.Version(), Nodes: o.nodes, Keys: o.keys, ValueSize: o.valueSize,
+		GoVersion: runtime.Version(), Nodes: o.nodes, Secret: o.secret, Keys: o.keys, ValueSize: o.valueSize,
 		Ratio: o.ratio, Dist: o.dist, Duration: o.duration.String(), Warmup: o.warmup.String(),
 		Passes: o.passes, Conc: o.conc, Command: strings.Join(append([]string{"ghostbench"}, os.Args[1:]...), " "),
 	}}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,7 @@ type workerConfig struct {
 	Dist      string  `json:"dist"` // uniform or zipf
 	ZipfS     float64 `json:"zipf_s"`
 	Seed      uint64  `json:"seed"`
+	Secret    []byte  `json:"secret,omitempty"` // the cluster's SecretKey, if any
 }
 
 // Commands a worker obeys.
@@ -149,6 +151,7 @@ func (w *worker) join(ctx context.Context) error {
 		PeersFile:      w.cfg.NodesFile,
 		RejoinInterval: 100 * time.Millisecond,
 		MaxKeys:        max(65536, 2*w.cfg.Keys),
+		SecretKey:      w.cfg.Secret,
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {
@@ -457,10 +460,15 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 		cl.stop()
 		return nil, err
 	}
+	var secret []byte
+	if o.secret {
+		secret = make([]byte, 32)
+		_, _ = cryptorand.Read(secret)
+	}
 	for i, addr := range addrs {
 		cfg, _ := json.Marshal(workerConfig{
 			ID: i, Addr: addr, NodesFile: nodesFile, Nodes: o.nodes, Keys: o.keys,
-			ValueSize: o.valueSize, Dist: o.dist, ZipfS: o.zipfS, Seed: o.seed,
+			ValueSize: o.valueSize, Dist: o.dist, ZipfS: o.zipfS, Seed: o.seed, Secret: secret,
 		})
 		p := &proc{id: i, cmd: exec.Command(self, "-worker", string(cfg)), exited: make(chan struct{})}
 		p.cmd.SysProcAttr = childAttr()
