@@ -244,21 +244,33 @@ func (n *Node) secureClient(ctx context.Context, conn net.Conn, addr string) (ne
 		conn.Close()
 		return nil, fmt.Errorf("TLS: %w", err)
 	}
-	return tc, nil
+	return &tlsConn{Conn: tc, raw: conn}, nil
 }
 
 // secureServer runs the server side of the TLS handshake on an accepted
 // connection whose first byte, preambleTLS, dispatch has read. It returns
 // the connection, and whether the peer proved it is a member.
-func (n *Node) secureServer(conn net.Conn) (*tls.Conn, bool, error) {
+func (n *Node) secureServer(conn net.Conn) (net.Conn, bool, error) {
 	tc := tls.Server(&prefixConn{Conn: conn, first: preambleTLS}, n.tls.server)
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTime)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, false, err
 	}
-	return tc, len(tc.ConnectionState().VerifiedChains) > 0, nil
+	return &tlsConn{Conn: tc, raw: conn}, len(tc.ConnectionState().VerifiedChains) > 0, nil
 }
+
+// tlsConn is a TLS connection whose Close closes the socket at once.
+// tls.Conn's would first send a close_notify alert, waiting up to 5
+// seconds on a peer that may be frozen, under the lock of the caller that
+// gave up on it. Our protocols frame their messages, so an end without
+// the alert is no risk of truncation.
+type tlsConn struct {
+	*tls.Conn
+	raw net.Conn
+}
+
+func (c *tlsConn) Close() error { return c.raw.Close() }
 
 // refusalLog lets the log line for a refused peer through once a minute
 // per host, so that a peer retrying in a loop cannot flood the log.

@@ -1,6 +1,7 @@
 package ghost
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -63,8 +64,8 @@ func TestSecretClusterServesOverTLS(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.fail(io.EOF)
-			if _, ok := conn.conn.(*tls.Conn); !ok {
-				t.Fatalf("peer connection is a %T, want *tls.Conn", conn.conn)
+			if _, ok := conn.conn.(*tlsConn); !ok {
+				t.Fatalf("peer connection is a %T, want a *tlsConn", conn.conn)
 			}
 		})
 	}
@@ -295,5 +296,74 @@ func TestKeyRotationUnderLoadLosesNothing(t *testing.T) {
 	}
 	if joined, _ := leaked.ml.Join([]string{c.nodes[0].Addr()}); joined != 0 {
 		t.Fatal("a node with the retired key joined")
+	}
+}
+
+// Clients that speak TLS but cannot show a valid certificate of the
+// cluster get no value from the cache protocol, and plaintext gossip
+// streams are refused; the node keeps serving.
+func TestPeersWithoutAValidCertificateGetNoValue(t *testing.T) {
+	c := newCluster(t, 1, true, withSecret(testSecret))
+	n := c.nodes[0]
+	ctx := context.Background()
+	if err := n.Put(ctx, "k", "secret value", NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	ca, caKey, _ := clusterCA(testSecret)
+	expired, _ := issueLeaf(ca, caKey, "127.0.0.1:1", time.Now().Add(-2*leafLifetime))
+	otherCA, otherKey, _ := clusterCA(otherTestSecret)
+	foreign, _ := issueLeaf(otherCA, otherKey, "127.0.0.1:1", time.Now())
+	getFrame := append(cacheHello(), requestFrame(&request{id: 1, op: OpGet, key: "k"})...)
+	for name, certs := range map[string][]tls.Certificate{
+		"no certificate":      nil,
+		"expired certificate": {*expired},
+		"foreign certificate": {*foreign},
+	} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n.Addr(), &tls.Config{
+			Certificates: certs, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+		})
+		if err != nil {
+			continue // refused at the handshake
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn.Write(getFrame)
+		got, _ := io.ReadAll(conn)
+		conn.Close()
+		if len(got) != 0 {
+			t.Errorf("%s: read %q", name, got)
+		}
+	}
+	// The same client with a valid certificate is answered: the refusals
+	// above are the certificate's doing.
+	valid, _ := issueLeaf(ca, caKey, "127.0.0.1:1", time.Now())
+	conn, err := tls.Dial("tcp", n.Addr(), &tls.Config{
+		Certificates: []tls.Certificate{*valid}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write(getFrame)
+	br := bufio.NewReader(conn)
+	if _, err := io.ReadFull(br, make([]byte, len(magic)+2)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := readResponse(br); err != nil || resp.status != statusOK {
+		t.Fatalf("member's get: %+v, %v", resp, err)
+	}
+	// A plaintext gossip stream is closed unanswered.
+	raw, err := net.DialTimeout("tcp", n.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	raw.Write([]byte{preambleGossip, 0x06, 0x00})
+	if got, _ := io.ReadAll(raw); len(got) != 0 {
+		t.Errorf("plaintext gossip stream: read %q", got)
+	}
+	raw.Close()
+	if it, err := n.Get(ctx, "k"); err != nil || it.Value != "secret value" {
+		t.Fatalf("Get after the attempts: %v, %v", it.Value, err)
 	}
 }
