@@ -25,7 +25,7 @@
 //
 // Usage:
 //
-//	ghostbench [-targets ghost,memcached,redis] [-nodes 3] [-conc 1,16,64] [-json out.json]
+//	ghostbench [-targets ghost,memcached,redis] [-nodes 3] [-conc 1,16,64] [-secret] [-json out.json]
 //
 // The Markdown table goes to stdout, progress to stderr.
 package main
