@@ -246,6 +246,9 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 	connectCtx, connected := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
 	conn, err := n.ep.dial(connectCtx, addr)
 	connected()
+	if err == nil {
+		conn, err = n.secureClient(ctx, conn, addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ghost: connect to %s: %w", addr, err)
 	}

@@ -1,6 +1,7 @@
 package ghost
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -38,9 +39,21 @@ type Config struct {
 	// SDKs speak to port 7991, and the pages beside it (GET /metrics for
 	// Prometheus, GET /dashboard). With it off, HTTP connections are dropped;
 	// Node.Collector still gives the metrics to the application.
-	// Like the cache protocol, the gateway is not encrypted and asks for no
-	// credentials. Default false: the gateway is on.
+	// Who may use it: see HTTPToken and HTTPOpen. Default false: the
+	// gateway is on.
 	DisableHTTP bool
+
+	// HTTPToken, when set, is a secret every gateway request must carry as
+	// "Authorization: Bearer <token>", pages included; others get 401.
+	// It is never logged. Default none.
+	HTTPToken string
+
+	// HTTPOpen lets a closed cluster's gateway (SecretKey or TLS set)
+	// serve clients from other hosts without HTTPToken: for the original
+	// SDKs on a trusted network. Without it, such a gateway answers only
+	// loopback clients. Without SecretKey and TLS the gateway is open, as
+	// the original GhostDB's was. Default false.
+	HTTPOpen bool
 
 	// AdvertiseAddr is the host:port peers use to reach this node. Default:
 	// Addr when it names an IP, else the first private IPv4 address of this
@@ -158,9 +171,30 @@ type Config struct {
 	PartitionCount int
 
 	// SecretKey, when set (16, 24 or 32 bytes, the same on every node),
-	// encrypts gossip. The cache protocol itself is not encrypted: keep
-	// port 7991 on a private network.
+	// closes the cluster to whoever lacks it: gossip is encrypted, and
+	// every TCP connection between nodes (cache protocol and gossip
+	// streams) runs over mutually authenticated TLS 1.3, with
+	// certificates from a CA every node derives from the key. Plaintext
+	// peers are refused. The gateway then also speaks HTTPS on the same
+	// port (Node.ClusterCA gives its CA) and serves only loopback clients
+	// unless HTTPToken or HTTPOpen is set. See "Security" in the README.
 	SecretKey []byte
+
+	// SecretKeys are further keys accepted, not sent, for a rotation
+	// without downtime: gossip sealed with any of them is read, and
+	// certificates of their CAs are trusted. Each is 16, 24 or 32 bytes.
+	// Requires SecretKey. Default none.
+	SecretKeys [][]byte
+
+	// TLS, when set, is used for connections between nodes instead of the
+	// CA derived from SecretKey, for users with their own PKI: it must
+	// hold the node's certificate (a client and server one), the CAs that
+	// verify its peers (RootCAs and ClientCAs) and ClientAuth
+	// RequireAndVerifyClientCert or VerifyClientCertIfGiven (peers must
+	// present a verified certificate either way; HTTPS clients need not).
+	// ServerName, when empty, is the host dialled. TLS 1.3 is required.
+	// Gossip packets (UDP) are encrypted only with SecretKey: set both.
+	TLS *tls.Config
 
 	// Label keeps clusters that share a network apart: nodes with
 	// different labels ignore each other's gossip. Default none.
@@ -238,6 +272,16 @@ func (c Config) withDefaults() (Config, error) {
 	case 0, 16, 24, 32:
 	default:
 		return c, fmt.Errorf("ghost: SecretKey is %d bytes; want 16, 24 or 32", len(c.SecretKey))
+	}
+	if len(c.SecretKeys) > 0 && len(c.SecretKey) == 0 {
+		return c, fmt.Errorf("ghost: SecretKeys without SecretKey")
+	}
+	for i, k := range c.SecretKeys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return c, fmt.Errorf("ghost: SecretKeys[%d] is %d bytes; want 16, 24 or 32", i, len(k))
+		}
 	}
 	return c, nil
 }

@@ -226,28 +226,59 @@ func (n *Node) dispatch(conn net.Conn) {
 			conn.Close()
 		}
 	}()
-	var first [1]byte
-	_ = conn.SetReadDeadline(time.Now().Add(ioTimeout))
-	if _, err := io.ReadFull(conn, first[:]); err != nil {
+	first, err := readFirstByte(conn)
+	if err != nil {
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
-	switch first[0] {
+	// inner is the connection the protocol speaks on: conn, or TLS over
+	// it (secure.go). Without TLS every peer counts as a member.
+	inner, member := conn, n.tls == nil
+	if first == preambleTLS && n.tls != nil {
+		tc, verified, err := n.secureServer(conn)
+		if err != nil {
+			n.refusePeer(conn.RemoteAddr().String(), "TLS handshake failed", err)
+			return
+		}
+		if first, err = readFirstByte(tc); err != nil {
+			return
+		}
+		inner, member = tc, verified
+	}
+	switch first {
 	case preambleCache:
-		n.serveCache(conn)
+		if !member {
+			n.refusePeer(conn.RemoteAddr().String(), "cache protocol without a cluster certificate", nil)
+			return
+		}
+		n.serveCache(inner)
 	case preambleGossip:
+		if !member {
+			n.refusePeer(conn.RemoteAddr().String(), "gossip stream without a cluster certificate", nil)
+			return
+		}
 		// memberlist owns the connection from here and closes it.
 		n.server.remove(conn)
 		handedOff = true
-		n.gossip.handOff(conn)
+		n.gossip.handOff(inner)
 	default:
-		if n.gateway != nil && isHTTPStart(first[0]) {
+		if n.gateway != nil && isHTTPStart(first) {
 			// net/http owns the connection from here and closes it.
 			n.server.remove(conn)
 			handedOff = true
-			n.gateway.handOff(conn, first[0])
+			n.gateway.handOff(inner, first)
 			return
 		}
-		n.log.Debug("ghost: dropped a connection speaking no known protocol", "remote", conn.RemoteAddr(), "first", first[0])
+		n.log.Debug("ghost: dropped a connection speaking no known protocol", "remote", conn.RemoteAddr(), "first", first)
 	}
+}
+
+// readFirstByte reads the byte that names a connection's protocol.
+func readFirstByte(conn net.Conn) (byte, error) {
+	var first [1]byte
+	_ = conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		return 0, err
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return first[0], nil
 }

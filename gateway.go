@@ -195,6 +195,9 @@ type gatewayReply struct {
 
 // ServeHTTP answers one command, the path naming it, or one of the pages.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !g.authorize(w, r) {
+		return
+	}
 	if g.pages.serve(w, r) {
 		return
 	}

@@ -135,6 +135,9 @@ type Node struct {
 	server  connSet
 	gateway *gateway // nil when Config.DisableHTTP
 
+	tls      *clusterTLS // nil without SecretKey or TLS (secure.go)
+	refusals refusalLog
+
 	// The partition table (ring.go, coordinator.go). Readers load it
 	// without locks; tableMu serialises applying a new one.
 	table        atomic.Pointer[table]
@@ -204,6 +207,10 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		ep.close()
 		return nil, err
 	}
+	if n.tls, err = newClusterTLS(cfg, n.addr); err != nil {
+		ep.close()
+		return nil, err
+	}
 	n.name = cfg.Name
 	if n.name == "" {
 		n.name = n.addr + "#" + randomSuffix()
@@ -229,6 +236,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.goBackground(n.metricsLoop)
 	n.goBackground(n.antiEntropyLoop)
 	n.log.Info("ghost: node started", "name", n.name, "addr", n.addr, "members", len(n.Members()))
+	n.warnOpenGateway()
 	return n, nil
 }
 

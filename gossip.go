@@ -61,6 +61,15 @@ func (n *Node) startGossip() error {
 	mc.Events = gossipDelegate{n}
 	mc.Alive = gossipDelegate{n}
 	mc.SecretKey = n.cfg.SecretKey
+	if len(n.cfg.SecretKeys) > 0 {
+		// The extra keys are accepted; SecretKey, made primary by
+		// memberlist, is the one gossip is sent with.
+		kr, err := memberlist.NewKeyring(n.cfg.SecretKeys, n.cfg.SecretKey)
+		if err != nil {
+			return fmt.Errorf("ghost: SecretKeys: %w", err)
+		}
+		mc.Keyring = kr
+	}
 	mc.Label = n.cfg.Label
 	mc.LogOutput = nil
 	mc.Logger = log.New(slogWriter{n.log}, "", 0)
@@ -186,6 +195,9 @@ func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
 	conn, err := t.n.ep.dial(ctx, addr)
+	if err == nil {
+		conn, err = t.n.secureClient(ctx, conn, addr)
+	}
 	if err != nil {
 		return nil, err
 	}

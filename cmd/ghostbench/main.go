@@ -39,13 +39,14 @@
 //
 // Usage:
 //
-//	ghostbench [-targets ghost,memcached,redis] [-scenarios base,replicas] [-nodes 3] [-conc 1,16,64] [-json out.json]
+//	ghostbench [-targets ghost,memcached,redis] [-scenarios base,replicas] [-nodes 3] [-conc 1,16,64] [-secret] [-json out.json]
 //
 // The Markdown table goes to stdout, progress to stderr.
 package main
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -77,6 +78,7 @@ type options struct {
 	passes    int
 	jsonOut   string
 	seed      uint64
+	secret    bool
 
 	scenarios    []string
 	replicas     int
@@ -124,6 +126,7 @@ func main() {
 	flag.IntVar(&o.passes, "passes", 3, "passes over all cells; targets are interleaved in each")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file (- for stdout, in place of the table)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the key choices")
+	flag.BoolVar(&o.secret, "secret", false, "run the GhostDB clusters with a SecretKey: TLS between nodes")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 
@@ -257,6 +260,7 @@ type meta struct {
 	Memcached string  `json:"memcached,omitempty"`
 	Redis     string  `json:"redis,omitempty"`
 	Nodes     int     `json:"nodes"`
+	Secret    bool    `json:"secret"` // the clusters ran with a SecretKey (TLS between nodes)
 	Keys      int     `json:"keys"`
 	ValueSize int     `json:"value_size"`
 	Ratio     string  `json:"ratio"`
@@ -284,7 +288,7 @@ func run(ctx context.Context, o options) error {
 	began := time.Now()
 	r := &report{Meta: meta{
 		Date: began.UTC().Format("2006-01-02 15:04 MST"), CPU: cpuModel(), Cores: runtime.NumCPU(),
-		GoVersion: runtime.Version(), Nodes: o.nodes, Keys: o.keys, ValueSize: o.valueSize,
+		GoVersion: runtime.Version(), Nodes: o.nodes, Secret: o.secret, Keys: o.keys, ValueSize: o.valueSize,
 		Ratio: o.ratio, Dist: o.dist, Duration: o.duration.String(), Warmup: o.warmup.String(),
 		Passes: o.passes, Conc: o.conc, Command: strings.Join(append([]string{"ghostbench"}, os.Args[1:]...), " "),
 		Scenarios: o.scenarios, Replicas: o.replicas,
@@ -384,7 +388,12 @@ func startServers(ctx context.Context, o options, r *report, servers map[string]
 // workerBase is the configuration every worker of a GhostDB cluster with
 // replicas copies starts with.
 func (o options) workerBase(replicas int) workerConfig {
-	return workerConfig{Keys: o.keys, ValueSize: o.valueSize, Dist: o.dist, ZipfS: o.zipfS, Seed: o.seed, Replicas: replicas}
+	var secret []byte
+	if o.secret {
+		secret = make([]byte, 32)
+		_, _ = cryptorand.Read(secret)
+	}
+	return workerConfig{Keys: o.keys, ValueSize: o.valueSize, Dist: o.dist, ZipfS: o.zipfS, Seed: o.seed, Replicas: replicas, Secret: secret}
 }
 
 // startGhost starts a cluster of o.nodes workers keeping replicas copies,

@@ -40,6 +40,7 @@ type workerConfig struct {
 	ValueSize int     `json:"value_size"`
 	Dist      string  `json:"dist"` // uniform or zipf
 	ZipfS     float64 `json:"zipf_s"`
+	Secret    []byte  `json:"secret,omitempty"` // the cluster's SecretKey, if any
 	Seed      uint64  `json:"seed"`
 	// Replicas is the node's Config.Replicas; 0 leaves GhostDB's default.
 	Replicas int `json:"replicas,omitempty"`
@@ -199,6 +200,7 @@ func (w *worker) join(ctx context.Context) (reply, error) {
 		RejoinInterval: 100 * time.Millisecond,
 		Replicas:       w.cfg.Replicas,
 		MaxKeys:        w.cfg.MaxKeys,
+		SecretKey:      w.cfg.Secret,
 		MaxBytes:       w.cfg.MaxBytes,
 		// Every worker ends at once when ghostbench is done: handing
 		// partitions to each other on the way out is wasted work.
