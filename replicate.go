@@ -38,7 +38,11 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	// after a table change sees this write in the store, or the write sees
 	// the new table and copies itself to the new holder.
 	t := n.table.Load()
-	if !t.isPrimary(p) {
+	// A write routed under an older table is refused, even here at its
+	// primary: it may be a request that spent a network partition in a
+	// socket's queue and would undo the writes acknowledged since. The
+	// caller fetches the table and sends it again.
+	if !t.isPrimary(p) || req.tver != t.version {
 		pt.mu.Unlock()
 		return response{id: req.id, status: statusWrongOwner, tver: t.version}
 	}
