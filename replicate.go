@@ -47,11 +47,12 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		return response{id: req.id, status: statusWrongOwner, tver: t.version}
 	}
 	version := n.store.versions.next()
-	var done bool
+	var done, wrote bool
 	if req.op == OpDelete {
-		done = n.store.deleteLocked(pt, req.key, version)
+		done, wrote = n.store.deleteLocked(pt, req.key, version)
 	} else {
 		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op == OpAdd)
+		wrote = done
 	}
 	pt.mu.Unlock()
 	n.store.evict()
@@ -62,6 +63,8 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		if req.op == OpDelete {
 			resp.status = statusNotFound
 		}
+	}
+	if !wrote {
 		return resp
 	}
 	replica := request{op: opReplicate, key: req.key, value: req.value, ttl: expires, tver: t.version, ver: version}
@@ -72,7 +75,7 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if err == nil {
 		n.store.confirm(p, req.key, version)
 	} else {
-		resp.status, resp.msg = statusReplicaFailed, err.Error()
+		resp.status, resp.msg = statusReplicaFailed, err.Error() // NOT_FOUND too: not acknowledged
 		if now := n.table.Load(); !now.isPrimary(p) && req.op != OpAdd {
 			// Ownership moved on while the write was being copied: the
 			// caller sends it again to the new primary. A put or delete

@@ -144,19 +144,22 @@ func (s *store) setLocked(pt *partition, key string, value []byte, expires int64
 
 // deleteLocked replaces key's pair in pt, whose lock is held, with a
 // tombstone of the given version, and reports whether a live pair was
-// there.
-func (s *store) deleteLocked(pt *partition, key string, version uint64) bool {
+// there, and whether it wrote a tombstone. A key with no pair gets one too:
+// the caller is told NOT_FOUND, and an older copy of the key arriving
+// later (a node handing back what it held across a split) must not make a
+// liar of that answer. A key that has a tombstone already keeps it.
+func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive, wrote bool) {
 	e := pt.items[key]
-	if e == nil || e.tombstone {
-		return false
+	if e != nil && e.tombstone {
+		return false, false
 	}
-	wasLive := !s.expiredNow(e)
-	if !wasLive {
+	wasLive = e != nil && !s.expiredNow(e)
+	if e != nil && !wasLive {
 		s.stats.expired.Add(1)
 	}
 	s.put(pt, e, pairCopy{key: key, version: version, tombstone: true})
 	pt.items[key].unconfirmed = true
-	return wasLive
+	return wasLive, true
 }
 
 // set stores value under key with a fresh version, confirmed; see
@@ -176,7 +179,7 @@ func (s *store) del(p int, key string) bool {
 	version := s.versions.next()
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
-	ok := s.deleteLocked(pt, key, version)
+	ok, _ := s.deleteLocked(pt, key, version)
 	s.confirmLocked(pt, key, version)
 	return ok
 }
