@@ -157,6 +157,7 @@ type Node struct {
 	// we cannot take, so reading them races.
 	gossipMu    sync.Mutex
 	gossipPeers map[string]peer
+	peerCount   atomic.Int32 // len(gossipPeers), read without the lock
 
 	closed atomic.Bool
 	done   chan struct{} // closed when the node shuts down
@@ -245,7 +246,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 func (n *Node) awaitTable(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
-	for n.table.Load().version == 0 && len(n.Members()) > 1 {
+	for n.table.Load().version == 0 && n.peerCount.Load() > 0 {
 		changed := n.tableChanged.wait()
 		n.learnVersion(1)
 		select {

@@ -42,6 +42,7 @@ func (n *Node) peerUp(m *memberlist.Node) {
 	} else {
 		delete(n.gossipPeers, m.Name)
 	}
+	n.peerCount.Store(int32(len(n.gossipPeers)))
 	n.gossipMu.Unlock()
 	n.ringChanged()
 }
@@ -50,6 +51,7 @@ func (n *Node) peerUp(m *memberlist.Node) {
 func (n *Node) peerDown(m *memberlist.Node) {
 	n.gossipMu.Lock()
 	delete(n.gossipPeers, m.Name)
+	n.peerCount.Store(int32(len(n.gossipPeers)))
 	n.gossipMu.Unlock()
 	n.ringChanged()
 }

@@ -56,7 +56,7 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 // that the answer came from another node.
 func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp response, err error, retry, forwarded bool) {
 	t := n.table.Load()
-	if t.version == 0 && len(n.Members()) > 1 {
+	if t.version == 0 && n.peerCount.Load() > 0 {
 		// Just joined: the table of a node alone says it owns everything.
 		// Ask the cluster for its table first.
 		n.fetchNewer(1)
@@ -67,7 +67,7 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 	if req.op != OpGet {
 		holders = holders[:1]
 	}
-	err = fmt.Errorf("no copy of partition %d could be reached", p)
+	var lastErr error
 	for _, i := range holders {
 		m := t.members[i]
 		if m.name == n.self.name {
@@ -87,7 +87,7 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 				n.stats.forwardErrors.Add(1)
 				pool.markSuspect()
 				n.log.Warn("ghost: peer failed a call; trying the next", "peer", m.addr, "err", callErr)
-				err = fmt.Errorf("%s: %w", m.addr, callErr)
+				lastErr = fmt.Errorf("%s: %w", m.addr, callErr)
 				continue
 			}
 		}
@@ -100,7 +100,10 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		resp, err = resp.result()
 		return resp, err, false, forwarded
 	}
-	return resp, err, true, false
+	if lastErr == nil {
+		lastErr = fmt.Errorf("no copy of partition %d could be reached", p)
+	}
+	return resp, lastErr, true, false
 }
 
 type broadcastResult struct {
