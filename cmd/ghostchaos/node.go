@@ -195,14 +195,10 @@ func (np *nodeProcess) do(cmd command) (reply message, leave bool) {
 	return reply, false
 }
 
-// safeState asks the node whether it is Safe, when it can tell: replication
-// (issue 8) adds Node.Safe; this build may not have it yet.
+// safeState asks the node whether it is Safe: every partition has its
+// copies, nothing is moving.
 func safeState(node *ghost.Node) string {
-	s, ok := any(node).(interface{ Safe() bool })
-	switch {
-	case !ok:
-		return safeUnknown
-	case s.Safe():
+	if node.Safe() {
 		return safeYes
 	}
 	return safeNo
