@@ -45,16 +45,8 @@ func testGossip(mc *memberlist.Config) {
 }
 
 // fastFailureDetection is for the tests of failures: a dead node is noticed
-// in a second or two.
-func fastFailureDetection(cfg *Config) {
-	cfg.Gossip = func(mc *memberlist.Config) {
-		testGossip(mc)
-		mc.ProbeInterval = 200 * time.Millisecond
-		mc.ProbeTimeout = 150 * time.Millisecond
-		mc.SuspicionMult = 3
-		mc.SuspicionMaxTimeoutMult = 2
-	}
-}
+// in a second or two (FastGossip).
+func fastFailureDetection(cfg *Config) { cfg.Gossip = FastGossip }
 
 // testConfig is a node configuration for tests; tcp picks real sockets on
 // 127.0.0.1, otherwise net carries the traffic.

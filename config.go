@@ -201,7 +201,8 @@ type Config struct {
 	Label string
 
 	// Gossip, when set, is called with the memberlist configuration just
-	// before it is used, to tune probe and gossip timing. Network settings
+	// before it is used, to tune probe and gossip timing (FastGossip is a
+	// ready profile for quick failure detection). Network settings
 	// (Transport, addresses, Name, delegates) are GhostDB's and are set
 	// again afterwards.
 	Gossip func(*memberlist.Config)
@@ -217,6 +218,25 @@ type Config struct {
 	// protocolVersion overrides ProtocolVersion; tests use it to play a
 	// peer from another release.
 	protocolVersion uint8
+}
+
+// FastGossip is a memberlist profile for Config.Gossip that declares a node
+// that stops answering dead in one to two seconds, rather than the five to
+// twenty-five of memberlist's LAN defaults, at the cost of more gossip
+// traffic: probes every 200 ms with a 150 ms timeout, a suspicion of three
+// probe rounds (at most doubled), gossip every 30 ms. It holds on a loaded
+// two-core machine without declaring live nodes dead. The demo, the
+// fault-injection suite, the benchmarks and the tests of failures use it;
+// on a real network, measure before you adopt it.
+func FastGossip(mc *memberlist.Config) {
+	mc.ProbeInterval = 200 * time.Millisecond
+	mc.ProbeTimeout = 150 * time.Millisecond
+	mc.SuspicionMult = 3
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.GossipInterval = 30 * time.Millisecond
+	mc.PushPullInterval = time.Second
+	mc.TCPTimeout = 2 * time.Second
+	mc.GossipToTheDeadTime = time.Second
 }
 
 // withDefaults fills in the zero fields and checks the rest.

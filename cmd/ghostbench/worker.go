@@ -18,7 +18,6 @@ import (
 
 	"github.com/ghostdb/ghost"
 	"github.com/ghostdb/ghost/internal/latency"
-	"github.com/hashicorp/memberlist"
 )
 
 // A worker is one process of the GhostDB cluster under test. ghostbench
@@ -55,19 +54,8 @@ type workerConfig struct {
 // Gossip profiles of a worker.
 const (
 	gossipLAN  = "lan"  // memberlist's DefaultLANConfig, what GhostDB uses unless told
-	gossipFast = "fast" // fastFailureDetection
+	gossipFast = "fast" // ghost.FastGossip
 )
-
-// fastFailureDetection is the gossip profile of examples/cluster: a
-// crashed process is declared dead within a second or two, instead of the
-// LAN defaults' five or more, at the cost of more gossip traffic.
-func fastFailureDetection(mc *memberlist.Config) {
-	mc.ProbeInterval = 200 * time.Millisecond
-	mc.ProbeTimeout = 100 * time.Millisecond
-	mc.SuspicionMult = 2
-	mc.SuspicionMaxTimeoutMult = 2
-	mc.GossipInterval = 50 * time.Millisecond
-}
 
 // Commands a worker obeys.
 const (
@@ -213,7 +201,7 @@ func (w *worker) join(ctx context.Context) (reply, error) {
 	switch w.cfg.Gossip {
 	case "", gossipLAN:
 	case gossipFast:
-		cfg.Gossip = fastFailureDetection
+		cfg.Gossip = ghost.FastGossip
 	default:
 		return reply{}, fmt.Errorf("unknown gossip profile %q", w.cfg.Gossip)
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ghostdb/ghost"
-	"github.com/hashicorp/memberlist"
 )
 
 // The node process: one GhostDB node in a host's network namespace, with
@@ -30,21 +29,6 @@ const requestTimeout = time.Second
 
 // callTimeout bounds one client call, fail-overs included.
 const callTimeout = 3 * time.Second
-
-// fastGossip tunes memberlist so that a node that stops answering is
-// declared dead in one to two seconds, rather than the LAN defaults' five
-// or more: the settings of the tests of failures (cluster_test.go), which
-// hold on a loaded two-core machine.
-func fastGossip(mc *memberlist.Config) {
-	mc.ProbeInterval = 200 * time.Millisecond
-	mc.ProbeTimeout = 150 * time.Millisecond
-	mc.SuspicionMult = 3
-	mc.SuspicionMaxTimeoutMult = 2
-	mc.GossipInterval = 30 * time.Millisecond
-	mc.PushPullInterval = time.Second
-	mc.TCPTimeout = 2 * time.Second
-	mc.GossipToTheDeadTime = time.Second
-}
 
 // nodeProcess is the state of a node process.
 type nodeProcess struct {
@@ -127,7 +111,7 @@ func startNode(raw string, out *reporter) (*nodeProcess, error) {
 	node, err := ghost.Join(ctx, ghost.Config{
 		Addr:           cfg.Addr,
 		PeersFile:      cfg.NodeFile,
-		Gossip:         fastGossip,
+		Gossip:         ghost.FastGossip,
 		RejoinInterval: 250 * time.Millisecond,
 		RequestTimeout: requestTimeout,
 		DisableHTTP:    true,

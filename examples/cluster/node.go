@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ghostdb/ghost"
-	"github.com/hashicorp/memberlist"
 )
 
 // nodeFlag, as the first argument, makes the program a node process: the
@@ -29,17 +28,6 @@ type reply struct {
 	Lines []nodeLine    `json:"lines,omitempty"` // metrics: one summary per node
 	Took  time.Duration `json:"took,omitempty"`  // how long the call took
 	Err   string        `json:"err,omitempty"`   // the command could not run
-}
-
-// fastFailureDetection tunes gossip so that a crashed process is declared
-// dead within a second or two, instead of the LAN defaults' several
-// seconds. It costs more gossip traffic: fine for a demo on one machine.
-func fastFailureDetection(mc *memberlist.Config) {
-	mc.ProbeInterval = 200 * time.Millisecond
-	mc.ProbeTimeout = 100 * time.Millisecond
-	mc.SuspicionMult = 2
-	mc.SuspicionMaxTimeoutMult = 2
-	mc.GossipInterval = 50 * time.Millisecond
 }
 
 // runNode is the body of a node process. It joins the cluster, prints a
@@ -71,7 +59,8 @@ func runNode(args []string, stdin io.Reader, stdout io.Writer) error {
 	node, err := ghost.Join(ctx, ghost.Config{
 		Addr:      *addr,
 		PeersFile: *peers,
-		Gossip:    fastFailureDetection,
+		// A crashed process is declared dead in about a second.
+		Gossip: ghost.FastGossip,
 		// Nodes start at the same moment and may miss each other on the
 		// first try: try the node file again soon.
 		RejoinInterval: 250 * time.Millisecond,
