@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -211,10 +210,8 @@ type clientConn struct {
 	broken  chan struct{} // closed once err is set
 
 	mu       sync.Mutex
-	out      *appender
-	spare    []byte
+	queue    outQueue
 	enc      *msgpack.Encoder
-	flushing bool
 	nextID   uint64
 	pending  map[uint64]*call
 	lastUsed int64 // unix nanoseconds of the last call
@@ -281,11 +278,10 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 		timeout:  n.cfg.RequestTimeout,
 		idle:     n.cfg.IdleTimeout / 2,
 		broken:   make(chan struct{}),
-		out:      &appender{},
 		pending:  make(map[uint64]*call),
 		lastUsed: time.Now().UnixNano(),
 	}
-	c.enc = msgpack.NewEncoder(c.out)
+	c.enc = msgpack.NewEncoder(&c.queue.out)
 	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize) })
 	n.goBackground(c.reap)
 	return c, nil
@@ -313,9 +309,8 @@ func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, err
 	c.pending[id] = cl
 	r := *req
 	r.id = id
-	encodeRequest(c.out, c.enc, &r)
-	if !c.flushing {
-		c.flushing = true
+	encodeRequest(&c.queue.out, c.enc, &r)
+	if !c.queue.flushing {
 		c.flushLocked()
 	}
 	c.mu.Unlock()
@@ -338,28 +333,15 @@ func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, err
 	}
 }
 
-// flushLocked writes the output buffer until it stays empty. c.mu is held
-// on entry and exit, and released during each write. Before each write it
-// yields once, so callers that are ready to send join the same write.
+// flushLocked writes the queued requests out; c.mu is held on entry and
+// exit. It yields before each write, so that callers ready to send join it.
 func (c *clientConn) flushLocked() {
-	for len(c.out.b) > 0 && c.err == nil {
-		c.mu.Unlock()
-		runtime.Gosched()
-		c.mu.Lock()
-		buf := c.out.b
-		c.out.b = c.spare[:0]
-		c.mu.Unlock()
-		_ = c.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-		_, err := c.conn.Write(buf)
-		c.mu.Lock()
-		if cap(buf) <= keepOut { // a buffer grown by a large request is dropped
-			c.spare = buf[:0]
-		}
-		if err != nil {
-			c.failLocked(err)
-		}
+	if c.err != nil {
+		return
 	}
-	c.flushing = false
+	if err := c.queue.drainLocked(&c.mu, c.conn, true); err != nil {
+		c.failLocked(err)
+	}
 }
 
 // reap breaks the connection when a call has waited longer than the

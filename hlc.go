@@ -2,7 +2,6 @@ package ghost
 
 import (
 	"sync/atomic"
-	"time"
 )
 
 // The version clock. Every write a partition's owner applies gets a version
@@ -40,10 +39,4 @@ func (c *versionClock) observe(v uint64) {
 			return
 		}
 	}
-}
-
-// versionAge is how long ago version v was issued, as far as this node's
-// wall clock can tell.
-func (c *versionClock) versionAge(v uint64) time.Duration {
-	return time.Duration(c.wall() - int64(v))
 }

@@ -40,8 +40,8 @@ func (n *Node) serveCache(conn net.Conn) {
 	}
 
 	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize, n.cfg.IdleTimeout)
-	w := &replyWriter{conn: conn, out: &appender{}}
-	w.enc = msgpack.NewEncoder(w.out)
+	w := &replyWriter{conn: conn}
+	w.enc = msgpack.NewEncoder(&w.queue.out)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var waiting sync.WaitGroup // requests served on their own goroutine
@@ -90,13 +90,11 @@ func mayWait(op Op) bool {
 // on their own goroutine are flushed at once, by whichever sender finds no
 // write under way.
 type replyWriter struct {
-	conn     net.Conn
-	mu       sync.Mutex
-	out      *appender
-	spare    []byte
-	enc      *msgpack.Encoder
-	flushing bool
-	broken   bool
+	conn   net.Conn
+	mu     sync.Mutex
+	queue  outQueue
+	enc    *msgpack.Encoder
+	broken bool
 }
 
 // send queues resp (none when nil), and writes the queue out when flush is
@@ -109,28 +107,15 @@ func (w *replyWriter) send(resp *response, flush bool) bool {
 		return false
 	}
 	if resp != nil {
-		encodeResponse(w.out, w.enc, resp)
+		encodeResponse(&w.queue.out, w.enc, resp)
 	}
-	if (!flush && len(w.out.b) < 64<<10) || w.flushing {
+	if (!flush && len(w.queue.out.b) < keepOut) || w.queue.flushing {
 		return true
 	}
-	w.flushing = true
-	for len(w.out.b) > 0 && !w.broken {
-		buf := w.out.b
-		w.out.b = w.spare[:0]
-		w.mu.Unlock()
-		_ = w.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-		_, err := w.conn.Write(buf)
-		w.mu.Lock()
-		if cap(buf) <= keepOut { // a buffer grown by a large reply is dropped
-			w.spare = buf[:0]
-		}
-		if err != nil {
-			w.broken = true
-			w.conn.Close()
-		}
+	if err := w.queue.drainLocked(&w.mu, w.conn, false); err != nil {
+		w.broken = true
+		w.conn.Close()
 	}
-	w.flushing = false
 	return !w.broken
 }
 

@@ -71,9 +71,6 @@ func (e *entry) size() int64 { return int64(len(e.key) + len(e.value)) }
 
 func (e *entry) expired(now int64) bool { return e.expires != 0 && now >= e.expires }
 
-// live reports whether e is a pair a read may return.
-func (s *store) live(e *entry) bool { return e != nil && !e.tombstone && !s.expiredNow(e) }
-
 // expiredNow reads the clock only for pairs that can expire: most cache
 // reads are of pairs that cannot, and the clock is not free.
 func (s *store) expiredNow(e *entry) bool { return e.expires != 0 && e.expired(s.now()) }

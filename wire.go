@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -129,6 +132,46 @@ func (a *appender) WriteByte(c byte) error { a.b = append(a.b, c); return nil }
 func (a *appender) WriteString(s string) (int, error) {
 	a.b = append(a.b, s...)
 	return len(s), nil
+}
+
+// outQueue is a connection's outgoing frames. Senders append to out under
+// their connection's lock; whichever sender finds no write under way
+// writes the queue out, releasing the lock during each write, so that
+// frames added meanwhile leave in the same or the next write. The client
+// and the server side of the cache protocol share it.
+type outQueue struct {
+	out      appender
+	spare    []byte
+	flushing bool
+}
+
+// drainLocked writes the queue to conn until it stays empty, and returns
+// the first write error. mu, the connection's lock, is held on entry and
+// exit and released during each write; with yield, also once before each
+// write, so that senders ready to go join it.
+func (q *outQueue) drainLocked(mu *sync.Mutex, conn net.Conn, yield bool) error {
+	q.flushing = true
+	defer func() { q.flushing = false }()
+	for len(q.out.b) > 0 {
+		if yield {
+			mu.Unlock()
+			runtime.Gosched()
+			mu.Lock()
+		}
+		buf := q.out.b
+		q.out.b = q.spare[:0]
+		mu.Unlock()
+		_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+		_, err := conn.Write(buf)
+		mu.Lock()
+		if cap(buf) <= keepOut { // a buffer grown by a large frame is dropped
+			q.spare = buf[:0]
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // keepOut is the most capacity an output buffer keeps between writes.
