@@ -73,6 +73,39 @@ func ExampleNode_Get() {
 	// AMZN 3116.42
 }
 
+// A page that shows many items reads them in one call: GetMulti sends one
+// request per member that holds some of the keys, all at once. Misses are
+// simply absent from the result.
+func ExampleNode_GetMulti() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	err = node.PutMulti(ctx, map[string]any{"item:1": "lamp", "item:2": "desk"}, time.Hour)
+	if err != nil {
+		log.Fatal(err)
+	}
+	items, err := node.GetMulti(ctx, []string{"item:1", "item:2", "item:3"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(items), items["item:1"].Value, items["item:2"].Value)
+
+	// A batch's failed keys come back in a *BatchError; errors.Is sees
+	// through it.
+	err = node.DeleteMulti(ctx, []string{"item:1", "item:3"})
+	var be *ghost.BatchError
+	if errors.As(err, &be) {
+		fmt.Println(errors.Is(err, ghost.ErrNotFound), ghost.Message(ghost.OpDelete, be.Keys["item:3"]))
+	}
+	// Output:
+	// 2 lamp desk
+	// true NOT_FOUND
+}
+
 // Add stores a pair only when the key is free; a second Add of the same key
 // returns ErrNotStored, the NOT_STORED of GhostDB.
 func ExampleNode_Add() {

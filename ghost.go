@@ -38,7 +38,7 @@ const MaxKeyLen = 250
 
 // ProtocolVersion is the version of the node-to-node protocol this release
 // speaks. Nodes of different versions do not join one cluster.
-const ProtocolVersion uint8 = 2
+const ProtocolVersion uint8 = 3
 
 // The errors of GhostDB calls. Test for them with errors.Is: the errors
 // returned wrap them with details.
@@ -285,24 +285,42 @@ func (n *Node) Add(ctx context.Context, key string, value any, ttl time.Duration
 }
 
 func (n *Node) store1(ctx context.Context, op Op, key string, value any, ttl time.Duration) error {
+	ttl, err := n.checkTTL(ttl)
+	if err != nil {
+		return err
+	}
+	raw, err := n.encodeValue(key, value)
+	if err != nil {
+		return err
+	}
+	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl)})
+	return err
+}
+
+// checkTTL returns the TTL a write is stored with: Config.DefaultTTL for 0.
+func (n *Node) checkTTL(ttl time.Duration) (time.Duration, error) {
 	if ttl == 0 {
 		ttl = n.cfg.DefaultTTL
 	}
 	if ttl < 0 && ttl != NoExpiry {
-		return fmt.Errorf("ghost: ttl %v: want NoExpiry, 0 or a positive duration", ttl)
+		return 0, fmt.Errorf("ghost: ttl %v: want NoExpiry, 0 or a positive duration", ttl)
 	}
+	return ttl, nil
+}
+
+// encodeValue encodes the value of a write, refusing what its owner would.
+func (n *Node) encodeValue(key string, value any) ([]byte, error) {
 	raw, err := msgpack.Marshal(value)
 	if err != nil {
-		return fmt.Errorf("ghost: encode value of %q: %w", key, err)
+		return nil, fmt.Errorf("ghost: encode value of %q: %w", key, err)
 	}
 	if len(raw) > n.cfg.MaxValueSize {
-		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrValueTooLarge, len(raw), n.cfg.MaxValueSize)
+		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrValueTooLarge, len(raw), n.cfg.MaxValueSize)
 	}
 	if err := checkValue(raw); err != nil {
-		return fmt.Errorf("ghost: value of %q: %w", key, err)
+		return nil, fmt.Errorf("ghost: value of %q: %w", key, err)
 	}
-	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl)})
-	return err
+	return raw, nil
 }
 
 // Delete removes the pair stored under key (REMOVED), or returns ErrNotFound.

@@ -55,13 +55,7 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 // says the table may change and a later attempt may succeed; forwarded,
 // that the answer came from another node.
 func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp response, err error, retry, forwarded bool) {
-	t := n.table.Load()
-	if t.version == 0 && n.peerCount.Load() > 0 {
-		// Just joined: the table of a node alone says it owns everything.
-		// Ask the cluster for its table first.
-		n.fetchNewer(1)
-		t = n.table.Load()
-	}
+	t := n.routingTable()
 	req.tver = t.version
 	holders := t.owners[p]
 	if req.op != OpGet {
@@ -104,6 +98,18 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		lastErr = fmt.Errorf("no copy of partition %d could be reached", p)
 	}
 	return resp, lastErr, true, false
+}
+
+// routingTable is the table to route with: this node's, unless it has
+// just joined and holds none yet (the table of a node alone says it owns
+// everything); then it asks the cluster for its table first.
+func (n *Node) routingTable() *table {
+	t := n.table.Load()
+	if t.version == 0 && n.peerCount.Load() > 0 {
+		n.fetchNewer(1)
+		t = n.table.Load()
+	}
+	return t
 }
 
 type broadcastResult struct {

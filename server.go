@@ -78,11 +78,12 @@ func (n *Node) serveCache(conn net.Conn) {
 	}
 }
 
-// mayWait reports whether serving op may wait on other nodes: writes wait
-// for their copies, and a transfer chunk may be pairs handed back, which
-// the primary copies as it would writes.
+// mayWait reports whether serving op may wait on other nodes, or take
+// long: writes wait for their copies, a transfer chunk may be pairs handed
+// back, which the primary copies as it would writes, and a batch may be
+// writes or many reads.
 func mayWait(op Op) bool {
-	return op == OpPut || op == OpAdd || op == OpDelete || op == OpFlush || op == opTransfer
+	return op == OpPut || op == OpAdd || op == OpDelete || op == OpFlush || op == opTransfer || op == opBatch
 }
 
 // replyWriter sends the replies of one connection. Replies served in order
@@ -127,6 +128,7 @@ const (
 	opTablePush                // coordinator → member: a new table
 	opReady                    // primary → coordinator: a transfer is done
 	opDigest                   // anti-entropy: compare a partition's summary
+	opBatch                    // many keys of one op (batch.go)
 )
 
 // handlers serve each op; an op without one is answered with an error.
@@ -145,6 +147,7 @@ var handlers = map[Op]func(n *Node, ctx context.Context, req *request) response{
 	opTablePush:       (*Node).serveTablePush,
 	opReady:           (*Node).serveReady,
 	opDigest:          (*Node).serveDigest,
+	opBatch:           (*Node).serveBatch,
 }
 
 // serve executes a request on this node. Forwarded requests and local ones

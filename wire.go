@@ -75,6 +75,9 @@ const (
 	statusDiffers
 	statusTooDeep  // the value nests deeper than MaxValueDepth
 	statusBadValue // the value is not well-formed msgpack
+	// statusReplyFull: a batch reply had no room left for this key's
+	// value; the caller asks for it again.
+	statusReplyFull
 )
 
 type request struct {
