@@ -106,6 +106,35 @@ func ExampleNode_GetMulti() {
 	// true NOT_FOUND
 }
 
+// GetAs reads a value straight into a Go type, without the untyped Value
+// of an Item.
+func ExampleGetAs() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	type session struct {
+		User  string
+		Roles []string
+	}
+	if err := node.Put(ctx, "session:42", session{User: "ada", Roles: []string{"admin"}}, time.Hour); err != nil {
+		log.Fatal(err)
+	}
+	s, err := ghost.GetAs[session](ctx, node, "session:42")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(s.User, s.Roles)
+	_, err = ghost.GetAs[session](ctx, node, "session:43")
+	fmt.Println(errors.Is(err, ghost.ErrCacheMiss))
+	// Output:
+	// ada [admin]
+	// true
+}
+
 // Add stores a pair only when the key is free; a second Add of the same key
 // returns ErrNotStored, the NOT_STORED of GhostDB.
 func ExampleNode_Add() {

@@ -260,15 +260,15 @@ func (n *Node) awaitTable(ctx context.Context) {
 
 // Get returns the pair stored under key, or ErrCacheMiss.
 func (n *Node) Get(ctx context.Context, key string) (Item, error) {
-	resp, err := n.route(ctx, &request{op: OpGet, key: key})
+	raw, err := n.read(ctx, key)
 	if err != nil {
 		return Item{Key: key}, err
 	}
-	v, err := decodeValue(resp.value)
+	v, err := decodeValue(raw)
 	if err != nil {
 		return Item{Key: key}, fmt.Errorf("ghost: decode value of %q: %w", key, err)
 	}
-	return Item{Key: key, Value: v, raw: resp.value}, nil
+	return Item{Key: key, Value: v, raw: raw}, nil
 }
 
 // Put stores value under key, replacing any pair there (STORED). ttl is how

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,13 +46,13 @@ func (s Sample) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// watchdog counts what the node does. Every field is updated atomically on
-// the data path and read only when a sample is taken.
+// watchdog counts what the node does. The data path adds to its counters
+// from every core at once; they are read only when a sample is taken.
 type watchdog struct {
-	getRequests, putRequests, addRequests, deleteRequests, flushRequests atomic.Uint64
-	cacheMiss, stored, notStored, removed, notFound, flushed, errFlush   atomic.Uint64
-	evicted, expired, forwarded, forwardErrors                           atomic.Uint64
-	resyncs, pairsMoved, bytesMoved                                      atomic.Uint64
+	getRequests, putRequests, addRequests, deleteRequests, flushRequests counter
+	cacheMiss, stored, notStored, removed, notFound, flushed, errFlush   counter
+	evicted, expired, forwarded, forwardErrors                           counter
+	resyncs, pairsMoved, bytesMoved                                      counter
 }
 
 func (w *watchdog) sample(now time.Time) Sample {

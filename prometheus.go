@@ -3,7 +3,6 @@ package ghost
 import (
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,48 +15,8 @@ import (
 // many nodes may live in one process.
 //
 // The collector reads the node's typed counters, the snitch sample and the
-// partition map when it is scraped; only the latency histograms are
-// updated on the data path.
-
-// latencies times the key calls a node makes, by operation and by where
-// they were served.
-type latencies struct {
-	vec *prometheus.HistogramVec
-	// by holds vec's histograms for the data path, so that it looks up no
-	// labels: [op-OpGet][0 local, 1 forwarded].
-	by [OpDelete - OpGet + 1][2]prometheus.Observer
-}
-
-func newLatencies() *latencies {
-	l := &latencies{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "ghost_request_duration_seconds",
-		Help: "Time a Get, Put, Add or Delete called on this node took to be answered, by operation and by whether this node served it (local) or another member did (forwarded).",
-		// A local call takes about a microsecond, a forwarded one tens of
-		// microseconds, and one that fails over waits for RequestTimeout.
-		Buckets: []float64{
-			1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
-			1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5,
-		},
-	}, []string{"op", "route"})}
-	for op := OpGet; op <= OpDelete; op++ {
-		name := opLabel(op)
-		l.by[op-OpGet][0] = l.vec.WithLabelValues(name, "local")
-		l.by[op-OpGet][1] = l.vec.WithLabelValues(name, "forwarded")
-	}
-	return l
-}
-
-// observe records a call of op that began at start.
-func (l *latencies) observe(op Op, forwarded bool, start time.Time) {
-	if op < OpGet || op > OpDelete {
-		return
-	}
-	route := 0
-	if forwarded {
-		route = 1
-	}
-	l.by[op-OpGet][route].Observe(time.Since(start).Seconds())
-}
+// partition map when it is scraped; only the latency histograms
+// (latency.go) are kept for it on the data path.
 
 // opLabel is op's value for the "op" label.
 func opLabel(op Op) string {
@@ -199,7 +158,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{d.members, d.owned, d.backedUp, d.transfers, d.info, d.short, d.tableVersion} {
 		ch <- desc
 	}
-	c.n.latency.vec.Describe(ch)
+	ch <- c.n.latency.desc
 }
 
 // Collect implements prometheus.Collector.
@@ -207,7 +166,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n, d, w := c.n, &c.descs, c.n.stats
 	for _, r := range []struct {
 		op    Op
-		count *atomic.Uint64
+		count *counter
 	}{{OpGet, &w.getRequests}, {OpPut, &w.putRequests}, {OpAdd, &w.addRequests}, {OpDelete, &w.deleteRequests}, {OpFlush, &w.flushRequests}} {
 		ch <- prometheus.MustNewConstMetric(d.requests, prometheus.CounterValue, float64(r.count.Load()), opLabel(r.op))
 	}
@@ -229,5 +188,5 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.transfers, int(r.transfers))
 	gauge(d.tableVersion, int(r.tableVersion))
 	gauge(d.info, 1, n.name, strconv.Itoa(int(n.cfg.protocolVersion)))
-	n.latency.vec.Collect(ch)
+	n.latency.collect(ch)
 }

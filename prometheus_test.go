@@ -257,31 +257,3 @@ func TestCollectorInAppRegistry(t *testing.T) {
 		t.Error("registering a node twice succeeded")
 	}
 }
-
-func TestLatencyHistograms(t *testing.T) {
-	l := newLatencies()
-	start := time.Now().Add(-3 * time.Millisecond)
-	l.observe(OpGet, false, start)
-	l.observe(OpPut, true, start)
-	l.observe(OpFlush, false, start) // not a key call: ignored
-	l.observe(Op(0), true, start)
-	for _, tc := range []struct {
-		op, route string
-		want      int
-	}{{"get", "local", 1}, {"get", "forwarded", 0}, {"put", "forwarded", 1}, {"delete", "local", 0}} {
-		h := l.vec.WithLabelValues(tc.op, tc.route).(prometheus.Histogram)
-		var m dto.Metric
-		if err := h.Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		if n := int(m.Histogram.GetSampleCount()); n != tc.want {
-			t.Errorf("%s %s: %d observations, want %d", tc.op, tc.route, n, tc.want)
-		}
-		if tc.want > 0 && m.Histogram.GetSampleSum() < 0.003 {
-			t.Errorf("%s %s: %vs observed, want ≥ 3ms", tc.op, tc.route, m.Histogram.GetSampleSum())
-		}
-	}
-	if n := testutil.CollectAndCount(l.vec); n != 8 {
-		t.Errorf("%d histograms, want 8 (4 ops × local, forwarded)", n)
-	}
-}

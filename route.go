@@ -12,6 +12,31 @@ import (
 // one hop. A holder that answers "wrong owner" or "stale table" makes the
 // caller fetch the newer table and try again, within RequestTimeout.
 
+// read answers a Get. When this node is the key's primary it reads its own
+// copy in place, as tryHolders would but without building a request:
+// that is the call an embedded cache exists for, and it must cost little
+// more than a map lookup.
+func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	p := n.partitionOf(key)
+	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) {
+		start := timeLocalRead()
+		v, ok := n.readLocal(p, key)
+		n.latency.observe(OpGet, false, start)
+		if !ok {
+			return nil, ErrCacheMiss
+		}
+		return v, nil
+	}
+	resp, err := n.routeTo(ctx, p, &request{op: OpGet, key: key})
+	return resp.value, err
+}
+
 // route sends a key request where its partition is served and returns the
 // reply.
 func (n *Node) route(ctx context.Context, req *request) (response, error) {
@@ -21,7 +46,11 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 	if err := checkKey(req.key); err != nil {
 		return response{}, err
 	}
-	p := n.partitionOf(req.key)
+	return n.routeTo(ctx, n.partitionOf(req.key), req)
+}
+
+// routeTo is route for a checked key of partition p.
+func (n *Node) routeTo(ctx context.Context, p int, req *request) (response, error) {
 	start := time.Now()
 	deadline := start.Add(n.cfg.RequestTimeout)
 	backoff := time.Millisecond

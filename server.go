@@ -180,15 +180,24 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 	if !t.inSync(p) {
 		return n.refuse(req, t, "a read")
 	}
-	n.stats.getRequests.Add(1)
 	resp := response{id: req.id, tver: t.version}
-	v, ok := n.store.get(p, req.key)
+	v, ok := n.readLocal(p, req.key)
 	if !ok {
-		n.stats.cacheMiss.Add(1)
 		resp.status = statusMiss
 	}
 	resp.value = v
 	return resp
+}
+
+// readLocal reads key from this node's copy of partition p, counting the
+// read as served.
+func (n *Node) readLocal(p int, key string) ([]byte, bool) {
+	n.stats.getRequests.Add(1)
+	v, ok := n.store.get(p, key)
+	if !ok {
+		n.stats.cacheMiss.Add(1)
+	}
+	return v, ok
 }
 
 func (n *Node) serveStore(ctx context.Context, req *request) response {

@@ -9,13 +9,24 @@ import (
 // store is the local shard of the cache: the pairs this node holds, as a
 // partition's owner or as one of its copies.
 //
-// It is organised by partition (one map and one LRU list per partition, each
-// under its own lock), so that lookups on different partitions never contend
-// and a whole partition can be streamed to another node or dropped in one
-// piece. Recency is global: every touch takes a stamp from one counter, each
-// partition publishes the stamp of its least recently used entry, and
-// eviction removes the entry with the smallest published stamp. That gives
-// exact LRU order across the node without a global lock.
+// It is organised by partition (one index and one LRU line per partition),
+// so that a whole partition can be streamed to another node or dropped in
+// one piece, and writers of different partitions never contend.
+//
+// A read takes no lock and writes nothing that other readers write: the
+// index is a sync.Map, whose loads are lock-free, and entries are never
+// changed once published (a write publishes a new entry). Writers take
+// their partition's lock.
+//
+// Recency is approximate in the way memcached's and Redis's are, and exact
+// LRU while no two reads fall between the same two writes. Every write
+// takes a stamp from one clock (even numbers) and puts its pair at the head
+// of its partition's line; a read marks its pair with the clock's value
+// plus one, once per write that came between: a store to the pair's own
+// entry, seen only by readers of that pair. Each partition publishes the
+// stamp of its line's tail, and eviction looks at the tail with the
+// smallest: a pair read since it was placed goes back to the head, ranked
+// by its last read, and the others are evicted in order.
 //
 // Every pair carries the version of the write that made it (versionClock).
 // A delete leaves a tombstone with its version for a while, so that an older
@@ -24,7 +35,7 @@ import (
 // evicted, and the crawler removes them once they are old.
 type store struct {
 	parts     []partition
-	clock     atomic.Uint64 // recency stamps
+	clock     atomic.Uint64 // recency stamp of the last write; even
 	keys      atomic.Int64  // pairs held, across partitions
 	bytes     atomic.Int64  // key+value bytes held, across partitions
 	maxKeys   int64
@@ -36,25 +47,31 @@ type store struct {
 }
 
 type partition struct {
-	mu        sync.Mutex
-	items     map[string]*entry
-	head      *entry        // most recently used
-	tail      *entry        // least recently used
-	tailStamp atomic.Uint64 // tail's stamp, math.MaxUint64 when empty
-	_         [40]byte      // keep neighbouring partitions off one cache line
+	mu        sync.Mutex    // held by writers; readers take no lock
+	index     sync.Map      // key → *entry, pairs and tombstones
+	head      *entry        // most recently placed
+	tail      *entry        // least recently placed
+	tailStamp atomic.Uint64 // tail's placed stamp, math.MaxUint64 when empty
+	_         [64]byte      // keep neighbouring partitions off one cache line
 }
 
 type entry struct {
+	// Readers see these, so they never change once the entry is in the
+	// index.
 	key       string
-	value     []byte // encoded value; never mutated after it is stored
+	value     []byte // encoded value
 	expires   int64  // unix nanoseconds; 0 never expires
 	version   uint64 // of the write that made this pair or tombstone
 	tombstone bool   // deleted: kept only to refuse older copies
+
+	// The partition's lock guards the rest; readers only set used.
+	//
 	// unconfirmed: this node decided the write as its partition's primary
 	// and its copies have not confirmed it (yet, or ever): it is not
 	// acknowledged, and a node handing its copies back keeps it to itself.
 	unconfirmed bool
-	stamp       uint64
+	placed      uint64        // stamp of its place in the line
+	used        atomic.Uint64 // stamp of its last read, or placed
 	prev, next  *entry
 }
 
@@ -85,32 +102,53 @@ func newStore(partitions int, maxKeys, maxBytes int64, stats *watchdog, now func
 		now:      now,
 	}
 	for i := range s.parts {
-		s.parts[i].items = make(map[string]*entry)
 		s.parts[i].tailStamp.Store(math.MaxUint64)
 	}
 	return s
 }
 
+// load returns key's entry in pt, or nil.
+func (pt *partition) load(key string) *entry {
+	v, _ := pt.index.Load(key)
+	e, _ := v.(*entry)
+	return e
+}
+
+// each calls f for every entry of pt, pairs and tombstones.
+func (pt *partition) each(f func(e *entry)) {
+	pt.index.Range(func(_, v any) bool {
+		f(v.(*entry))
+		return true
+	})
+}
+
 // get returns the value of key in partition p, or false when it is absent
-// or expired.
+// or expired. It takes no lock.
 func (s *store) get(p int, key string) ([]byte, bool) {
 	pt := &s.parts[p]
-	pt.mu.Lock()
-	e := pt.items[key]
+	e := pt.load(key)
 	if e == nil || e.tombstone {
-		pt.mu.Unlock()
 		return nil, false
 	}
 	if s.expiredNow(e) {
-		s.remove(pt, e)
-		pt.mu.Unlock()
-		s.stats.expired.Add(1)
+		s.expire(pt, e)
 		return nil, false
 	}
-	s.touch(pt, e)
-	v := e.value
-	pt.mu.Unlock()
-	return v, true
+	if read := s.clock.Load() + 1; e.used.Load() < read {
+		e.used.Store(read)
+	}
+	return e.value, true
+}
+
+// expire removes e, which a reader found expired, unless a write has
+// replaced it meanwhile.
+func (s *store) expire(pt *partition, e *entry) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.load(e.key) == e {
+		s.remove(pt, e)
+		s.stats.expired.Add(1)
+	}
 }
 
 // lock locks partition p for a caller that decides a write and must see
@@ -125,7 +163,7 @@ func (s *store) lock(p int) *partition {
 // onlyIfAbsent it stores only when no live pair holds the key, and reports
 // whether it stored. The caller runs evict once the lock is released.
 func (s *store) setLocked(pt *partition, key string, value []byte, expires int64, version uint64, onlyIfAbsent bool) bool {
-	e := pt.items[key]
+	e := pt.load(key)
 	if e != nil && !e.tombstone && s.expiredNow(e) {
 		s.remove(pt, e)
 		s.stats.expired.Add(1)
@@ -134,8 +172,7 @@ func (s *store) setLocked(pt *partition, key string, value []byte, expires int64
 	if e != nil && !e.tombstone && onlyIfAbsent {
 		return false
 	}
-	s.put(pt, e, pairCopy{key: key, value: value, expires: expires, version: version})
-	pt.items[key].unconfirmed = true
+	s.put(pt, e, pairCopy{key: key, value: value, expires: expires, version: version}).unconfirmed = true
 	return true
 }
 
@@ -146,7 +183,7 @@ func (s *store) setLocked(pt *partition, key string, value []byte, expires int64
 // later (a node handing back what it held across a split) must not make a
 // liar of that answer. A key that has a tombstone already keeps it.
 func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive, wrote bool) {
-	e := pt.items[key]
+	e := pt.load(key)
 	if e != nil && e.tombstone {
 		return false, false
 	}
@@ -154,8 +191,7 @@ func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive
 	if e != nil && !wasLive {
 		s.stats.expired.Add(1)
 	}
-	s.put(pt, e, pairCopy{key: key, version: version, tombstone: true})
-	pt.items[key].unconfirmed = true
+	s.put(pt, e, pairCopy{key: key, version: version, tombstone: true}).unconfirmed = true
 	return wasLive, true
 }
 
@@ -190,7 +226,7 @@ func (s *store) confirm(p int, key string, version uint64) {
 }
 
 func (s *store) confirmLocked(pt *partition, key string, version uint64) {
-	if e := pt.items[key]; e != nil && e.version == version {
+	if e := pt.load(key); e != nil && e.version == version {
 		e.unconfirmed = false
 	}
 }
@@ -224,7 +260,7 @@ func (s *store) applyStreamed(pt *partition, c pairCopy, start uint64) bool {
 	if c.version <= s.flushedAt.Load() {
 		return false
 	}
-	e := pt.items[c.key]
+	e := pt.load(c.key)
 	if e != nil && c.version <= e.version && e.version >= start {
 		return false
 	}
@@ -232,26 +268,27 @@ func (s *store) applyStreamed(pt *partition, c pairCopy, start uint64) bool {
 	return true
 }
 
-// put makes c the content of its key in pt, replacing e (which may be nil).
-// pt.mu must be held.
-func (s *store) put(pt *partition, e *entry, c pairCopy) {
-	if e == nil {
-		e = &entry{key: c.key}
-		pt.items[c.key] = e
-	} else if !e.tombstone {
+// put makes c the content of its key in pt, replacing old (which may be
+// nil), and returns its new entry. pt.mu must be held.
+func (s *store) put(pt *partition, old *entry, c pairCopy) *entry {
+	if old != nil && !old.tombstone {
+		unlink(pt, old)
 		s.keys.Add(-1)
-		s.bytes.Add(-e.size())
+		s.bytes.Add(-old.size())
 	}
-	e.value, e.expires, e.version, e.tombstone, e.unconfirmed = c.value, c.expires, c.version, c.tombstone, false
+	e := &entry{key: c.key, value: c.value, expires: c.expires, version: c.version, tombstone: c.tombstone}
 	if c.tombstone {
 		e.value = nil
-		unlink(pt, e)
+	}
+	pt.index.Store(c.key, e)
+	if c.tombstone {
 		s.publishTail(pt)
-		return
+		return e
 	}
 	s.keys.Add(1)
 	s.bytes.Add(e.size())
-	s.touch(pt, e)
+	s.place(pt, e, s.clock.Add(2))
+	return e
 }
 
 // keysOf returns the keys of partition p, tombstones included: the list a
@@ -259,10 +296,8 @@ func (s *store) put(pt *partition, e *entry, c pairCopy) {
 func (s *store) keysOf(p int) []string {
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
-	out := make([]string, 0, len(pt.items))
-	for k := range pt.items {
-		out = append(out, k)
-	}
+	var out []string
+	pt.each(func(e *entry) { out = append(out, e.key) })
 	return out
 }
 
@@ -275,7 +310,7 @@ func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 	now := s.now()
 	out := make([]pairCopy, 0, len(keys))
 	for _, k := range keys {
-		e := pt.items[k]
+		e := pt.load(k)
 		if e == nil || (!e.tombstone && e.expired(now)) || (confirmedOnly && e.unconfirmed) {
 			continue
 		}
@@ -288,12 +323,12 @@ func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 // tombstones older than version that are not in keep: what a full copy
 // from the owner, begun at version, did not contain.
 func (s *store) dropOlderLocked(pt *partition, version uint64, keep map[string]struct{}) (dropped int) {
-	for k, e := range pt.items {
-		if _, ok := keep[k]; !ok && e.version < version {
+	pt.each(func(e *entry) {
+		if _, ok := keep[e.key]; !ok && e.version < version {
 			s.remove(pt, e)
 			dropped++
 		}
-	}
+	})
 	return dropped
 }
 
@@ -311,13 +346,12 @@ func (s *store) digest(p int) (sum uint64, count int) {
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
 	now := s.now()
-	for _, e := range pt.items {
-		if e.tombstone || e.expired(now) {
-			continue
+	pt.each(func(e *entry) {
+		if !e.tombstone && !e.expired(now) {
+			sum ^= mix64(hashKey(e.key) ^ e.version)
+			count++
 		}
-		sum ^= mix64(hashKey(e.key) ^ e.version)
-		count++
-	}
+	})
 	return sum, count
 }
 
@@ -341,13 +375,13 @@ func (s *store) flush(version uint64) {
 
 func (s *store) clearLocked(pt *partition) {
 	var n, b int64
-	for _, e := range pt.items {
+	pt.each(func(e *entry) {
 		if !e.tombstone {
 			n++
 			b += e.size()
 		}
-	}
-	clear(pt.items)
+	})
+	pt.index.Clear()
 	pt.head, pt.tail = nil, nil
 	pt.tailStamp.Store(math.MaxUint64)
 	s.keys.Add(-n)
@@ -362,7 +396,7 @@ func (s *store) crawl(tombstoneAge int64) (removed int) {
 		pt := &s.parts[i]
 		pt.mu.Lock()
 		now := s.now()
-		for _, e := range pt.items {
+		pt.each(func(e *entry) {
 			switch {
 			case e.tombstone:
 				if now-int64(e.version) > tombstoneAge {
@@ -372,7 +406,7 @@ func (s *store) crawl(tombstoneAge int64) (removed int) {
 				s.remove(pt, e)
 				removed++
 			}
-		}
+		})
 		pt.mu.Unlock()
 	}
 	s.stats.expired.Add(uint64(removed))
@@ -401,34 +435,44 @@ func (s *store) evict() {
 		}
 		pt := &s.parts[victim]
 		pt.mu.Lock()
-		if e := pt.tail; e != nil && e.stamp == oldest {
-			s.remove(pt, e)
-			s.stats.evicted.Add(1)
+		if e := pt.tail; e != nil && e.placed == oldest {
+			if used := e.used.Load(); used > e.placed {
+				// Read since it was placed: back to the head, ranked
+				// by its last read (or after the head, when that was
+				// placed later), and the next tail is looked at.
+				unlink(pt, e)
+				if pt.head != nil {
+					used = max(used, pt.head.placed)
+				}
+				s.place(pt, e, used)
+			} else {
+				s.remove(pt, e)
+				s.stats.evicted.Add(1)
+			}
 		}
 		pt.mu.Unlock()
 	}
 }
 
-// touch makes e the most recently used entry of pt. pt.mu must be held.
-func (s *store) touch(pt *partition, e *entry) {
-	e.stamp = s.clock.Add(1)
-	if pt.head != e {
-		unlink(pt, e)
-		e.next = pt.head
-		if pt.head != nil {
-			pt.head.prev = e
-		}
-		pt.head = e
-		if pt.tail == nil {
-			pt.tail = e
-		}
+// place puts e, unlinked, at the head of pt's line with the given stamp.
+// pt.mu must be held.
+func (s *store) place(pt *partition, e *entry, stamp uint64) {
+	e.placed = stamp
+	e.used.Store(stamp)
+	e.next = pt.head
+	if pt.head != nil {
+		pt.head.prev = e
 	}
-	pt.tailStamp.Store(pt.tail.stamp)
+	pt.head = e
+	if pt.tail == nil {
+		pt.tail = e
+	}
+	pt.tailStamp.Store(pt.tail.placed)
 }
 
 // remove drops e, a pair or a tombstone, from pt. pt.mu must be held.
 func (s *store) remove(pt *partition, e *entry) {
-	delete(pt.items, e.key)
+	pt.index.Delete(e.key)
 	if e.tombstone {
 		return
 	}
@@ -442,7 +486,7 @@ func (s *store) publishTail(pt *partition) {
 	if pt.tail == nil {
 		pt.tailStamp.Store(math.MaxUint64)
 	} else {
-		pt.tailStamp.Store(pt.tail.stamp)
+		pt.tailStamp.Store(pt.tail.placed)
 	}
 }
 

@@ -144,12 +144,12 @@ func TestStoreConcurrent(t *testing.T) {
 	}
 	var n, b int64
 	for i := range s.parts {
-		for _, e := range s.parts[i].items {
+		s.parts[i].each(func(e *entry) {
 			if !e.tombstone {
 				n++
 				b += e.size()
 			}
-		}
+		})
 	}
 	if n != s.len() || b != s.size() {
 		t.Fatalf("counters len %d size %d, actual %d %d", s.len(), s.size(), n, b)
@@ -177,7 +177,7 @@ func TestStoreTombstones(t *testing.T) {
 	if !s.del(1, "k") {
 		t.Fatal("del of a live pair")
 	}
-	deleted := s.parts[1].items["k"].version
+	deleted := s.parts[1].load("k").version
 	// An older copy arriving later does not bring the pair back; a newer
 	// one does.
 	if s.apply(1, pairCopy{key: "k", value: []byte("old"), version: deleted - 1}) {
@@ -192,19 +192,39 @@ func TestStoreTombstones(t *testing.T) {
 	s.del(1, "k")
 	// The crawler removes tombstones once they are older than the TTL.
 	s.crawl(int64(time.Hour))
-	if s.parts[1].items["k"] == nil {
+	if s.parts[1].load("k") == nil {
 		t.Fatal("a young tombstone was removed")
 	}
 	now.Add(int64(2 * time.Hour))
 	s.crawl(int64(time.Hour))
-	if s.parts[1].items["k"] != nil {
+	if s.parts[1].load("k") != nil {
 		t.Fatal("an old tombstone was kept")
 	}
 	// A flush refuses copies older than itself.
 	s.set(2, "a", []byte("v"), 0, false)
-	older := s.parts[2].items["a"].version
+	older := s.parts[2].load("a").version
 	s.flush(s.versions.next())
 	if s.apply(2, pairCopy{key: "a", value: []byte("v"), version: older}) || s.len() != 0 {
 		t.Fatal("a copy older than a flush was kept")
+	}
+}
+
+// A read ranks its pair after every pair written before it, whichever
+// partitions they are in.
+func TestStoreReadRanksAfterEarlierWrites(t *testing.T) {
+	for _, parts := range [][3]int{{0, 1, 2}, {2, 1, 0}, {3, 3, 3}} {
+		s, _ := testStore(2, 1<<20)
+		s.set(parts[0], "a", []byte("v"), 0, false)
+		s.set(parts[1], "b", []byte("v"), 0, false)
+		s.get(parts[0], "a")
+		s.set(parts[2], "c", []byte("v"), 0, false)
+		if _, ok := s.get(parts[1], "b"); ok {
+			t.Fatalf("partitions %v: b, written before a was read, survived", parts)
+		}
+		_, okA := s.get(parts[0], "a")
+		_, okC := s.get(parts[2], "c")
+		if !okA || !okC {
+			t.Fatalf("partitions %v: a kept %v, c kept %v", parts, okA, okC)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -30,7 +31,66 @@ type Item struct {
 // Decode decodes the value into dst, a pointer to any type msgpack can
 // decode into: a struct, slice, map, string, number, time.Time...
 func (it Item) Decode(dst any) error {
-	return msgpack.Unmarshal(it.raw, dst)
+	return decodeInto(it.raw, dst)
+}
+
+// GetAs returns the value stored under key on n, decoded into a T (as
+// Item.Decode decodes), or ErrCacheMiss. It decodes straight from the
+// stored bytes, without the untyped Value a Get builds.
+func GetAs[T any](ctx context.Context, n *Node, key string) (T, error) {
+	var v T
+	raw, err := n.read(ctx, key)
+	if err != nil {
+		return v, err
+	}
+	if err := decodeInto(raw, &v); err != nil {
+		return v, fmt.Errorf("ghost: decode value of %q into %T: %w", key, v, err)
+	}
+	return v, nil
+}
+
+// decodeInto decodes raw into dst. Strings, byte slices, integers, floats
+// and booleans stored as such are decoded here; everything else by msgpack.
+func decodeInto(raw []byte, dst any) error {
+	if v, ok := decodeScalar(raw); ok {
+		switch d := dst.(type) {
+		case *string:
+			switch x := v.(type) {
+			case string:
+				*d = x
+				return nil
+			case []byte:
+				*d = string(x)
+				return nil
+			}
+		case *[]byte:
+			if x, ok := v.([]byte); ok {
+				*d = x
+				return nil
+			}
+		case *int64:
+			if x, ok := v.(int64); ok {
+				*d = x
+				return nil
+			}
+		case *int:
+			if x, ok := v.(int64); ok && int64(int(x)) == x {
+				*d = int(x)
+				return nil
+			}
+		case *float64:
+			if x, ok := v.(float64); ok {
+				*d = x
+				return nil
+			}
+		case *bool:
+			if x, ok := v.(bool); ok {
+				*d = x
+				return nil
+			}
+		}
+	}
+	return msgpack.Unmarshal(raw, dst)
 }
 
 // decodeValue decodes an encoded value without a Go type to guide it:
@@ -42,6 +102,9 @@ func (it Item) Decode(dst any) error {
 // MaxValueDepth, is an error, and decoding allocates in proportion to
 // len(raw) whatever lengths raw claims.
 func decodeValue(raw []byte) (any, error) {
+	if v, ok := decodeScalar(raw); ok {
+		return v, nil
+	}
 	if err := checkValue(raw); err != nil {
 		return nil, err
 	}
@@ -50,6 +113,58 @@ func decodeValue(raw []byte) (any, error) {
 	vd.r.Reset(raw)
 	vd.dec.ResetReader(&vd.r)
 	return decodeAny(vd.dec)
+}
+
+// decodeScalar decodes raw when it is one nil, boolean, number, string or
+// binary, as decodeAny would, without a msgpack.Decoder; ok is false for
+// anything else, malformed values included.
+func decodeScalar(raw []byte) (v any, ok bool) {
+	if len(raw) == 0 {
+		return nil, false
+	}
+	r := msgReader{b: raw}
+	c := raw[0]
+	var err error
+	switch {
+	case c <= msgpcode.PosFixedNumHigh:
+		v, r.off = int64(c), 1
+	case c >= msgpcode.NegFixedNumLow:
+		v, r.off = int64(int8(c)), 1
+	case c == msgpcode.Nil:
+		v, r.off = nil, 1
+	case c == msgpcode.False, c == msgpcode.True:
+		v, r.off = c == msgpcode.True, 1
+	case c == msgpcode.Float:
+		r.off = 1
+		var u uint64
+		u, err = r.uintN(4)
+		v = float64(math.Float32frombits(uint32(u)))
+	case c == msgpcode.Double:
+		r.off = 1
+		var u uint64
+		u, err = r.uintN(8)
+		v = math.Float64frombits(u)
+	case c == msgpcode.Uint8, c == msgpcode.Uint16, c == msgpcode.Uint32, c == msgpcode.Uint64,
+		c == msgpcode.Int8, c == msgpcode.Int16, c == msgpcode.Int32, c == msgpcode.Int64:
+		if c >= msgpcode.Int8 {
+			var i int64
+			i, err = r.int()
+			v = i
+		} else if u, e := r.uint(math.MaxUint64); u > math.MaxInt64 {
+			v, err = u, e
+		} else {
+			v, err = int64(u), e
+		}
+	case msgpcode.IsFixedString(c), c == msgpcode.Str8, c == msgpcode.Str16, c == msgpcode.Str32:
+		var p []byte
+		p, err = r.raw()
+		v = string(p)
+	case c == msgpcode.Bin8, c == msgpcode.Bin16, c == msgpcode.Bin32:
+		v, err = r.bytes()
+	default:
+		return nil, false
+	}
+	return v, err == nil && r.left() == 0
 }
 
 type valueDecoder struct {

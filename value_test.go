@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"reflect"
 	"strings"
@@ -159,4 +160,85 @@ func FuzzDecodeValue(f *testing.F) {
 			t.Fatalf("re-encoded %#v refused: %v", v, err)
 		}
 	})
+}
+
+// decodeScalar, the fast path of Get, decodes every scalar as the msgpack
+// path does.
+func TestScalarDecodingMatchesMsgpack(t *testing.T) {
+	values := []any{
+		nil, true, false, 0, 1, 127, 128, 255, 256, 65535, 65536, -1, -32, -33, -128, -129, -32768, -32769,
+		int64(math.MinInt64), int64(math.MaxInt64), uint64(math.MaxUint64), uint32(math.MaxUint32),
+		float32(1.5), 3.25, math.Inf(-1), "", "short", strings.Repeat("s", 40), strings.Repeat("m", 300),
+		strings.Repeat("l", 70000), []byte{}, []byte("bin"), bytes.Repeat([]byte("B"), 300),
+	}
+	for _, v := range values {
+		raw, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, ok := decodeScalar(raw)
+		if !ok {
+			t.Errorf("%T %.20v: not decoded as a scalar", v, v)
+			continue
+		}
+		if err := checkValue(raw); err != nil {
+			t.Fatal(err)
+		}
+		vd := valueDecoders.Get().(*valueDecoder)
+		vd.r.Reset(raw)
+		vd.dec.ResetReader(&vd.r)
+		slow, err := decodeAny(vd.dec)
+		valueDecoders.Put(vd)
+		if err != nil || !reflect.DeepEqual(fast, slow) {
+			t.Errorf("%T %.20v: fast path %T %.20v, msgpack %T %.20v (%v)", v, v, fast, fast, slow, slow, err)
+		}
+	}
+	for _, raw := range [][]byte{{}, {0xd9, 5, 'a'}, {0xcb, 0}, {0x01, 0x02}, {0xc4}, {0x91, 0x01}} {
+		if v, ok := decodeScalar(raw); ok {
+			t.Errorf("%x decoded as %v", raw, v)
+		}
+	}
+}
+
+func TestGetAs(t *testing.T) {
+	c := newCluster(t, 2, false)
+	ctx := context.Background()
+	n := c.nodes[0]
+	for key, v := range map[string]any{"s": "text", "i": 42, "f": 2.5, "b": true, "raw": []byte("x"), "q": quote{Ticker: "AMZN", Price: 181.25}} {
+		if err := n.Put(ctx, key, v, NoExpiry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, via := range c.nodes { // owner-local and forwarded
+		if s, err := GetAs[string](ctx, via, "s"); err != nil || s != "text" {
+			t.Errorf("GetAs[string] = %q, %v", s, err)
+		}
+		if i, err := GetAs[int](ctx, via, "i"); err != nil || i != 42 {
+			t.Errorf("GetAs[int] = %d, %v", i, err)
+		}
+		if i, err := GetAs[int64](ctx, via, "i"); err != nil || i != 42 {
+			t.Errorf("GetAs[int64] = %d, %v", i, err)
+		}
+		if f, err := GetAs[float64](ctx, via, "f"); err != nil || f != 2.5 {
+			t.Errorf("GetAs[float64] = %v, %v", f, err)
+		}
+		if f, err := GetAs[float64](ctx, via, "i"); err != nil || f != 42 {
+			t.Errorf("GetAs[float64] of an integer = %v, %v (msgpack converts)", f, err)
+		}
+		if b, err := GetAs[bool](ctx, via, "b"); err != nil || !b {
+			t.Errorf("GetAs[bool] = %v, %v", b, err)
+		}
+		if b, err := GetAs[[]byte](ctx, via, "raw"); err != nil || string(b) != "x" {
+			t.Errorf("GetAs[[]byte] = %q, %v", b, err)
+		}
+		if q, err := GetAs[quote](ctx, via, "q"); err != nil || q.Ticker != "AMZN" || q.Price != 181.25 {
+			t.Errorf("GetAs[quote] = %+v, %v", q, err)
+		}
+		if _, err := GetAs[int](ctx, via, "s"); err == nil {
+			t.Error("GetAs[int] of a string succeeded")
+		}
+		if _, err := GetAs[string](ctx, via, "absent"); !errors.Is(err, ErrCacheMiss) {
+			t.Errorf("GetAs of an absent key: %v", err)
+		}
+	}
 }
