@@ -1,6 +1,9 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Judging the results: ratios between cells, summaries over passes, and
 // the issues' performance targets as PASS, FAIL or SKIP lines.
@@ -83,7 +86,11 @@ const (
 
 // notMeasured is the SKIP of a target whose cells did not run or failed.
 func notMeasured(name string, conc ...int) check {
-	return check{Name: name, Verdict: "SKIP", Detail: fmt.Sprintf("not measured (needs -conc with %v and its rows)", conc)}
+	cs := make([]string, len(conc))
+	for i, c := range conc {
+		cs[i] = fmt.Sprintf("c=%d", c)
+	}
+	return check{Name: name, Verdict: "SKIP", Detail: fmt.Sprintf("not measured: needs %s in -conc, and the rows compared", strings.Join(cs, " and "))}
 }
 
 // forwardedChecks: forwarded get/set at least 1×, 2× and 3× memcached's

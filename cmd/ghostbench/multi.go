@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"time"
-
-	"github.com/ghostdb/ghost"
 )
 
 // Batch cells: every call gets cmd.Batch distinct keys at once, with
@@ -24,19 +21,8 @@ type batchClient interface {
 	getMulti(ctx context.Context, keys []string) (hits int, err error)
 }
 
-// nodeGetMulti is Node.GetMulti, which is being written on main: until it
-// lands, the GhostDB batch row reports that it has none.
-// TODO(bench10): call c.node.GetMulti directly once it is on main.
-type nodeGetMulti interface {
-	GetMulti(ctx context.Context, keys []string) (map[string]ghost.Item, error)
-}
-
 func (c ghostClient) getMulti(ctx context.Context, keys []string) (int, error) {
-	n, ok := any(c.node).(nodeGetMulti)
-	if !ok {
-		return 0, errors.New("no Node.GetMulti in this build")
-	}
-	items, err := n.GetMulti(ctx, keys)
+	items, err := c.node.GetMulti(ctx, keys)
 	return len(items), err
 }
 
