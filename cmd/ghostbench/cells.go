@@ -18,7 +18,8 @@ type cell struct {
 	Target   string       `json:"target"`
 	Scenario string       `json:"scenario"`
 	Conc     int          `json:"conc"`
-	NA       string       `json:"na,omitempty"` // why the cell has no figures
+	Batch    int          `json:"batch,omitempty"` // keys a call: ops/s are keys/s, latencies per call
+	NA       string       `json:"na,omitempty"`    // why the cell has no figures
 	Passes   []passResult `json:"passes,omitempty"`
 	Summary  *summary     `json:"summary,omitempty"`
 
@@ -30,14 +31,17 @@ type cell struct {
 
 // Scenario keys.
 const (
-	kindMemcached = "memcached"
-	kindRedis     = "redis"
-	kindForwarded = "forwarded"
-	kindLocal     = "local"
-	kindCluster   = "cluster"
-	kindLocalGet  = "local-get"
-	kindFloor     = "floor"
-	kindBatch     = "batch"
+	kindMemcached  = "memcached"
+	kindRedis      = "redis"
+	kindForwarded  = "forwarded"
+	kindLocal      = "local"
+	kindCluster    = "cluster"
+	kindLocalGet   = "local-get"
+	kindFloor      = "floor"       // sync.Map
+	kindOtter      = "otter-floor" // otter
+	kindBatch      = "batch"       // GhostDB GetMulti
+	kindBatchMC    = "batch-memcached"
+	kindBatchRedis = "batch-redis"
 
 	kindSet         = "set"          // forwarded sets with -replicas copies
 	kindSetR1       = "set-r1"       // forwarded sets with one copy
@@ -77,11 +81,8 @@ func plan(o options, main, r1 *cluster, servers map[string]*server) []*cell {
 		for _, sc := range scs {
 			cmd := sc.cmd
 			cmd.Cmd, cmd.Conc, cmd.Warmup, cmd.Duration = cmdRun, c, o.warmup, o.duration
-			cells = append(cells, &cell{Target: sc.target, Scenario: sc.name, Conc: c, kind: sc.kind, cmd: cmd, load: sc.load, servers: sc.servers})
+			cells = append(cells, &cell{Target: sc.target, Scenario: sc.name, Conc: c, Batch: cmd.Batch, kind: sc.kind, cmd: cmd, load: sc.load, servers: sc.servers})
 		}
-	}
-	if o.has(targetGhost) && o.wants(scenarioBase) {
-		cells = append(cells, &cell{Target: "GhostDB", Scenario: "batch get of 100 keys", kind: kindBatch, NA: "n/a (no batch API yet)"})
 	}
 	return cells
 }
@@ -91,19 +92,19 @@ func baseScenarios(o options, cl *cluster, servers map[string]*server) []scenari
 	mix := "get/set " + o.ratio
 	p0, others := cl.procs[:1], cl.pids()[1:]
 	var scs []scenario
-	addServer := func(target, name string) {
+	addServer := func(target, name, scenarioName, kind string, batch int) {
 		if s := servers[target]; s != nil {
-			scs = append(scs, scenario{name, mix, target, command{Target: target, Addr: s.addr, GetPct: o.getPct, SampleEvery: 1}, p0, []int{s.pid()}})
+			scs = append(scs, scenario{name, scenarioName, kind, command{Target: target, Addr: s.addr, GetPct: o.getPct, SampleEvery: 1, Batch: batch}, p0, []int{s.pid()}})
 		}
 	}
 	ghost := func(keys string, getPct, sampleEvery int) command {
 		return command{Target: targetGhost, Keys: keys, GetPct: getPct, SampleEvery: sampleEvery}
 	}
-	addServer(targetMemcached, "memcached")
+	addServer(targetMemcached, "memcached", mix, kindMemcached, 0)
 	if o.has(targetGhost) {
 		scs = append(scs, scenario{"GhostDB", fmt.Sprintf("forwarded %s, Replicas %d", mix, o.replicas), kindForwarded, ghost(keysRemote, o.getPct, 1), p0, others})
 	}
-	addServer(targetRedis, "Redis")
+	addServer(targetRedis, "Redis", mix, kindRedis, 0)
 	if o.has(targetGhost) {
 		// In-process targets time one op in 64: reading the clock would
 		// cost more than a sync.Map load.
@@ -112,8 +113,19 @@ func baseScenarios(o options, cl *cluster, servers map[string]*server) []scenari
 			scenario{"GhostDB", fmt.Sprintf("cluster: %d processes × c, %s", o.nodes, mix), kindCluster, ghost(keysAll, o.getPct, 1), cl.procs, nil},
 			scenario{"GhostDB", "owner-local get only", kindLocalGet, ghost(keysLocal, 100, 64), p0, others},
 			scenario{"sync.Map", "get only (floor)", kindFloor, command{Target: targetSyncMap, GetPct: 100, SampleEvery: 64}, p0, nil},
+			scenario{"otter", "get only (floor)", kindOtter, command{Target: targetOtter, GetPct: 100, SampleEvery: 64}, p0, nil},
 		)
 	}
+	// Batch rows: a get of 100 distinct keys a call (fewer with fewer keys).
+	batch := min(batchSize, o.keys)
+	perCall := fmt.Sprintf(" of %d keys (keys/s; latency per call)", batch)
+	addServer(targetMemcached, "memcached", "GetMulti"+perCall, kindBatchMC, batch)
+	if o.has(targetGhost) {
+		get := ghost(keysAll, 100, 1)
+		get.Batch = batch
+		scs = append(scs, scenario{"GhostDB", fmt.Sprintf("GetMulti of %d %s keys from 1 of %d processes (keys/s; latency per call)", batch, o.dist, o.nodes), kindBatch, get, p0, others})
+	}
+	addServer(targetRedis, "Redis", "MGET"+perCall, kindBatchRedis, batch)
 	return scs
 }
 
@@ -206,6 +218,14 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	if pr.Ops == 0 {
 		return pr, errors.New("no op completed")
 	}
+	calls := pr.Ops
+	if c.Batch > 0 {
+		calls /= int64(c.Batch)
+	}
+	if pr.Errors >= calls {
+		// Ops that fail fast are no throughput to judge a target on.
+		return pr, fmt.Errorf("every call failed: %s", pr.FirstError)
+	}
 	used := <-cpu
 	perOp := 1e6 / (pr.OpsPerSec * used.seconds) // µs per op
 	pr.CPUClient = used.load * perOp
@@ -216,7 +236,8 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	pr.P50 = hist.Quantile(0.50).Seconds() * 1e6
 	pr.P99 = hist.Quantile(0.99).Seconds() * 1e6
 	pr.P999 = hist.Quantile(0.999).Seconds() * 1e6
-	pr.MeanLatency = float64(c.cmd.Conc*len(c.load)) / pr.OpsPerSec * 1e9
+	perCall := float64(pr.Ops) / float64(calls) // 1, or the keys of a batch
+	pr.MeanLatency = float64(c.cmd.Conc*len(c.load)) * perCall / pr.OpsPerSec * 1e9
 	return pr, nil
 }
 

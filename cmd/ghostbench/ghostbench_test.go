@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +64,8 @@ func assertContains(t *testing.T, out string, want ...string) {
 }
 
 // TestSmoke runs the base scenario for a second or two against GhostDB
-// alone and checks that it prints a table and writes JSON that parses.
+// alone and checks that it prints a table and writes JSON that parses. At
+// c=2 every target is SKIP: each is judged at c=1, 16 or 64.
 func TestSmoke(t *testing.T) {
 	out, r := runGhostbench(t, "-scenarios", "base", "-targets", "ghost", "-nodes", "2", "-keys", "1000",
 		"-conc", "2", "-duration", "300ms", "-warmup", "100ms", "-passes", "1")
@@ -72,25 +74,107 @@ func TestSmoke(t *testing.T) {
 		"| GhostDB | forwarded get/set 9:1, Replicas 2 | 2 |",
 		"| GhostDB | owner-local get only | 2 |",
 		"| sync.Map | get only (floor) | 2 |",
-		"n/a (no batch API yet)",
-		"SKIP forwarded Get/Put",
-		"owner-local Get ≤ 2× sync.Map Get",
+		"| otter | get only (floor) | 2 |",
+		"| GhostDB | GetMulti of 100 uniform keys from 1 of 2 processes (keys/s; latency per call) | 2 |",
+		"GetMulti and MGET rows count keys",
 	)
-	if r.Meta.Nodes != 2 || r.Meta.Replicas != 2 || len(r.Checks) == 0 {
-		t.Errorf("meta %+v, %d checks", r.Meta, len(r.Checks))
+	assertTargets(t, out, r, "SKIP")
+	if r.Meta.Nodes != 2 || r.Meta.Replicas != 2 {
+		t.Errorf("meta %+v", r.Meta)
 	}
+	measured := assertCells(t, r)
+	if measured != 7 {
+		t.Errorf("%d cells measured, want 7", measured)
+	}
+}
+
+// TestSmokeTargets runs the base scenario against memcached and Redis too,
+// at c=1 and c=16, so that every target but those at c=64 is judged.
+func TestSmokeTargets(t *testing.T) {
+	for _, bin := range []string{"memcached", "redis-server"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not on PATH (.ci/run installs it): %v", bin, err)
+		}
+	}
+	out, r := runGhostbench(t, "-scenarios", "base", "-nodes", "2", "-keys", "1000",
+		"-conc", "1,16", "-duration", "200ms", "-warmup", "50ms", "-passes", "1")
+	for _, c := range []string{"1", "16"} {
+		assertContains(t, out,
+			"| memcached | GetMulti of 100 keys (keys/s; latency per call) | "+c+" |",
+			"| GhostDB | GetMulti of 100 uniform keys from 1 of 2 processes (keys/s; latency per call) | "+c+" |",
+			"| Redis | MGET of 100 keys (keys/s; latency per call) | "+c+" |",
+			"| otter | get only (floor) | "+c+" |",
+		)
+	}
+	assertTargets(t, out, r, "judged")
+	if measured := assertCells(t, r); measured != 22 {
+		t.Errorf("%d cells measured, want 22", measured)
+	}
+	for _, c := range r.Cells {
+		if c.Target == "GhostDB" && c.Batch > 0 && (c.Summary.Ratios == nil || c.Summary.Ratios.Memcached <= 0 || c.Summary.Ratios.Redis <= 0) {
+			t.Errorf("GetMulti c=%d has no ratios: %+v", c.Conc, c.Summary.Ratios)
+		}
+	}
+}
+
+// assertCells checks every measured cell of r, and returns how many there
+// are: one pass, no error, all hits; a batch cell's time per op is a call
+// of 100 keys. The ops/s of every cell are positive.
+func assertCells(t *testing.T, r report) int {
+	t.Helper()
 	measured := 0
 	for _, c := range r.Cells {
 		if c.NA != "" {
+			t.Errorf("cell %s %s c=%d not measured: %s", c.Target, c.Scenario, c.Conc, c.NA)
 			continue
 		}
 		measured++
-		if len(c.Passes) != 1 || c.Summary.OpsPerSec <= 0 || c.Summary.Errors != 0 || c.Summary.HitRate < 0.99 {
-			t.Errorf("cell %s %s c=%d: %+v", c.Target, c.Scenario, c.Conc, *c.Summary)
+		s := c.Summary
+		if len(c.Passes) != 1 || s.OpsPerSec <= 0 || s.Errors != 0 || s.HitRate < 0.99 {
+			t.Errorf("cell %s %s c=%d: %+v", c.Target, c.Scenario, c.Conc, *s)
+		}
+		wantBatch := 0
+		if strings.Contains(c.Scenario, "GetMulti") || strings.Contains(c.Scenario, "MGET") {
+			wantBatch = batchSize
+		}
+		// One load process but in cluster rows: c calls in flight.
+		perCall := float64(c.Conc) / s.OpsPerSec * 1e9 * float64(max(wantBatch, 1))
+		cluster := strings.HasPrefix(c.Scenario, "cluster:")
+		if c.Batch != wantBatch || (!cluster && math.Abs(s.MeanLatency/perCall-1) > 0.01) {
+			t.Errorf("cell %s %s c=%d: batch %d, time per op %.0f ns, want %d and %.0f ns", c.Target, c.Scenario, c.Conc, c.Batch, s.MeanLatency, wantBatch, perCall)
 		}
 	}
-	if measured != 5 {
-		t.Errorf("%d cells measured, want 5", measured)
+	return measured
+}
+
+// assertTargets checks that every target of issue 10 is printed, and the
+// verdicts: all SKIP, or judged (PASS or FAIL) but those at c=64.
+func assertTargets(t *testing.T, out string, r report, want string) {
+	t.Helper()
+	names := []string{
+		"forwarded get/set 9:1, Replicas 2, ≥ 1× memcached ops/s at c=1, p99 no worse",
+		"forwarded get/set 9:1, Replicas 2, ≥ 2× memcached ops/s at c=16, p99 no worse",
+		"forwarded get/set 9:1, Replicas 2, ≥ 3× memcached ops/s at c=64, p99 no worse",
+		"owner-local Get ≤ 2× a sync.Map Get (time per op at c=1)",
+		"owner-local Get ≤ 1.5× an otter Get (time per op at c=1)",
+		"owner-local Get ops/s at c=16 ≥ 1.8× c=1",
+		"GetMulti(100) ≥ 1.5× Redis MGET(100) keys/s at c=16",
+		"uniform keys from all 2 processes ≥ 3× memcached at c=16",
+	}
+	if len(r.Checks) != len(names) {
+		t.Errorf("%d checks, want %d: %+v", len(r.Checks), len(names), r.Checks)
+	}
+	for i, name := range names {
+		if i >= len(r.Checks) || r.Checks[i].Name != name {
+			t.Errorf("check %d is not %q: %+v", i, name, r.Checks)
+			continue
+		}
+		v := r.Checks[i].Verdict
+		judged := v == "PASS" || v == "FAIL"
+		if want == "SKIP" && v != "SKIP" || want != "SKIP" && judged == strings.Contains(name, "c=64") {
+			t.Errorf("check %q: %s, %s", name, v, r.Checks[i].Detail)
+		}
+		assertContains(t, out, v+" "+name+": ")
 	}
 }
 

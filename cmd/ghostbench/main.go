@@ -18,10 +18,13 @@
 //	forwarded   every op is for a key another process owns: one hop each
 //	owner-local every op is for a key the calling process owns
 //	cluster     uniform keys, load from every process at once (aggregate)
-//	batch get   a get of 100 keys; there is no batch API yet
+//	GetMulti    Node.GetMulti of 100 distinct keys from one process (most of
+//	            them remote), against memcached's GetMulti and Redis's MGET
+//	            of 100 keys; these rows count keys/s, with latency per call
 //
-// The floor row is a sync.Map in the load process, for the target
-// "owner-local Get ≤ 2× sync.Map Get".
+// The floor rows are a sync.Map and an otter cache (the local cache a Go
+// user would pick instead) in the load process, get only, for the targets
+// "owner-local Get ≤ 2× sync.Map Get" and "≤ 1.5× otter Get".
 //
 // The GhostDB clusters keep -replicas copies of each pair (2, GhostDB's
 // default). -scenarios picks what runs besides that table:
@@ -103,7 +106,7 @@ const (
 func main() {
 	worker := flag.String("worker", "", "internal: run as a GhostDB cluster process with this JSON configuration")
 	var o options
-	targets := flag.String("targets", "ghost,memcached,redis", "comma-separated targets: ghost (GhostDB and the sync.Map floor), memcached, redis")
+	targets := flag.String("targets", "ghost,memcached,redis", "comma-separated targets: ghost (GhostDB and the sync.Map and otter floors), memcached, redis")
 	conc := flag.String("conc", "1,16,64", "comma-separated concurrencies: callers per load process")
 	scenarios := flag.String("scenarios", "base,replicas", "comma-separated: base, replicas, join, kill, or all")
 	killGossip := flag.String("kill-gossip", "lan,fast", "comma-separated gossip profiles to run the kill with: lan (memberlist's defaults), fast (examples/cluster's)")
@@ -423,7 +426,9 @@ func prefillAll(ctx context.Context, o options, clusters []*cluster, servers map
 	}
 	if main := clusters[0]; main != nil {
 		if o.has(targetGhost) && o.wants(scenarioBase) {
-			calls = append(calls, call{main.procs[0], command{Cmd: cmdPrefill, Target: targetSyncMap}})
+			for _, floor := range []string{targetSyncMap, targetOtter} {
+				calls = append(calls, call{main.procs[0], command{Cmd: cmdPrefill, Target: floor}})
+			}
 		}
 		for t, s := range servers {
 			calls = append(calls, call{main.procs[0], command{Cmd: cmdPrefill, Target: t, Addr: s.addr}})

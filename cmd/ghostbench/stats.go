@@ -157,6 +157,12 @@ func writeCells(w io.Writer, cells []*cell) {
 			s.Ratios.column(targetMemcached), s.Ratios.column(targetRedis))
 	}
 	fmt.Fprintln(w)
+	for _, c := range cells {
+		if c.Batch > 0 {
+			fmt.Fprintf(w, "GetMulti and MGET rows count keys: ops/s, CPU per op and hits are per key; latencies and time/op per call of %d keys.\n\n", c.Batch)
+			break
+		}
+	}
 }
 
 func concLabel(c int) string {

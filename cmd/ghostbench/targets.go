@@ -16,6 +16,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/ghostdb/ghost"
+	"github.com/maypok86/otter/v2"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -25,6 +26,7 @@ const (
 	targetMemcached = "memcached"
 	targetRedis     = "redis"
 	targetSyncMap   = "sync.Map"
+	targetOtter     = "otter"
 )
 
 // client is one target as the load loop sees it: a get that tells hit from
@@ -118,6 +120,22 @@ func (c syncMapClient) set(_ context.Context, key string, value []byte) error {
 }
 
 func (syncMapClient) close() {}
+
+// otterClient is the other floor: an otter cache in this process, the
+// bounded local cache a Go user would pick instead of embedding GhostDB.
+type otterClient struct{ c *otter.Cache[string, []byte] }
+
+func (c otterClient) get(_ context.Context, key string) (bool, error) {
+	_, ok := c.c.GetIfPresent(key)
+	return ok, nil
+}
+
+func (c otterClient) set(_ context.Context, key string, value []byte) error {
+	c.c.Set(key, value)
+	return nil
+}
+
+func (otterClient) close() {}
 
 // server is a memcached or redis-server process that ghostbench started.
 type server struct {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ghostdb/ghost"
 	"github.com/ghostdb/ghost/internal/latency"
+	"github.com/maypok86/otter/v2"
 )
 
 // A worker is one process of the GhostDB cluster under test. ghostbench
@@ -87,6 +88,9 @@ type command struct {
 	// SampleEvery times one op in this many, so that reading the clock
 	// does not dominate in-process targets.
 	SampleEvery int `json:"sample_every,omitempty"`
+	// Batch makes every call a get of this many distinct keys (multi.go);
+	// ops then count keys, and latencies are per call.
+	Batch int `json:"batch,omitempty"`
 	// Rate is the ops/s of a paced load; its Conc bounds the ops in flight.
 	Rate float64 `json:"rate,omitempty"`
 	// Members is how many members wait-safe waits for the node to see.
@@ -134,7 +138,8 @@ type worker struct {
 	keys    []string
 	value   []byte
 	syncMap sync.Map
-	paced   *pacedLoad // the background load, while one runs
+	otter   *otter.Cache[string, []byte] // made by the first command for it
+	paced   *pacedLoad                   // the background load, while one runs
 }
 
 // runWorker is main for a worker process.
@@ -195,9 +200,7 @@ func (w *worker) join(ctx context.Context) (reply, error) {
 		CloseTimeout: time.Second,
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}
-	if cfg.MaxKeys == 0 {
-		cfg.MaxKeys = max(65536, 2*w.cfg.Keys)
-	}
+	cfg.MaxKeys = w.maxKeys()
 	switch w.cfg.Gossip {
 	case "", gossipLAN:
 	case gossipFast:
@@ -221,6 +224,14 @@ func (w *worker) join(ctx context.Context) (reply, error) {
 	}
 	w.node = n
 	return reply{Ready: true, Addr: n.Addr(), Began: began.UnixNano(), Joined: joined.UnixNano()}, nil
+}
+
+// maxKeys is the node's MaxKeys, and the otter floor's MaximumSize.
+func (w *worker) maxKeys() int {
+	if w.cfg.MaxKeys != 0 {
+		return w.cfg.MaxKeys
+	}
+	return max(65536, 2*w.cfg.Keys)
 }
 
 // keyNames returns the names of the benchmark's keys.
@@ -278,6 +289,9 @@ func (w *worker) drive(ctx context.Context, cmd command) (*cellResult, error) {
 		if len(keys) == 0 {
 			return nil, fmt.Errorf("no keys in set %q on a cluster of %d", cmd.Keys, w.cfg.Nodes)
 		}
+		if _, ok := cl.(batchClient); cmd.Batch > 0 && !ok {
+			return nil, fmt.Errorf("target %s has no batch get", cmd.Target)
+		}
 		return w.load(ctx, cl, keys, cmd), nil
 	}
 	return nil, fmt.Errorf("unknown command %q", cmd.Cmd)
@@ -295,6 +309,12 @@ func (w *worker) client(cmd command) (client, error) {
 		return newRedisClient(cmd.Addr, conns), nil
 	case targetSyncMap:
 		return syncMapClient{&w.syncMap}, nil
+	case targetOtter:
+		// Commands run one at a time, so the first made is the only one.
+		if w.otter == nil {
+			w.otter = otter.Must(&otter.Options[string, []byte]{MaximumSize: w.maxKeys(), InitialCapacity: w.cfg.Keys})
+		}
+		return otterClient{w.otter}, nil
 	}
 	return nil, fmt.Errorf("unknown target %q", cmd.Target)
 }
@@ -354,9 +374,15 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 	var phase atomic.Int32
 	stats := make([]*loopStats, cmd.Conc)
 	var wg sync.WaitGroup
+	bc, batch := cl.(batchClient)
+	batch = batch && cmd.Batch > 0
 	for g := range cmd.Conc {
 		stats[g] = &loopStats{}
-		wg.Go(func() { w.loop(ctx, cl, keys, cmd, uint64(g), &phase, stats[g]) })
+		if batch {
+			wg.Go(func() { w.batchLoop(ctx, bc, keys, cmd, uint64(g), &phase, stats[g]) })
+		} else {
+			wg.Go(func() { w.loop(ctx, cl, keys, cmd, uint64(g), &phase, stats[g]) })
+		}
 	}
 	time.Sleep(cmd.Warmup)
 	phase.Store(phaseMeasure)
@@ -421,18 +447,27 @@ func (w *worker) loop(ctx context.Context, cl client, keys []string, cmd command
 		if timed {
 			st.hist.Record(time.Since(t0))
 		}
-		st.ops++
+		var gets, hits int64
 		if isGet {
-			st.gets++
+			gets = 1
 			if hit {
-				st.hits++
+				hits = 1
 			}
 		}
-		if err != nil {
-			st.errors++
-			if st.firstErr == nil {
-				st.firstErr = err
-			}
+		st.count(1, gets, hits, err)
+	}
+}
+
+// count adds a measured call of ops ops, gets of them gets that found
+// hits keys.
+func (st *loopStats) count(ops, gets, hits int64, err error) {
+	st.ops += ops
+	st.gets += gets
+	st.hits += hits
+	if err != nil {
+		st.errors++
+		if st.firstErr == nil {
+			st.firstErr = err
 		}
 	}
 }
