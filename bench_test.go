@@ -173,3 +173,36 @@ func BenchmarkNodeForwarded(b *testing.B) {
 	}
 	benchGetPut(b, from, remote)
 }
+
+// BenchmarkGetMulti reads 100 keys at a time from one node of three, about
+// two thirds of them owned by the others: one request to each.
+func BenchmarkGetMulti(b *testing.B) {
+	c := newCluster(b, 3, true)
+	from, ctx := c.nodes[0], context.Background()
+	ks := keys("multi", benchKeys)
+	pairs := make(map[string]any, len(ks))
+	for _, k := range ks {
+		pairs[k] = benchValue
+	}
+	if err := from.PutMulti(ctx, pairs, NoExpiry); err != nil {
+		b.Fatal(err)
+	}
+	var seq atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seq.Add(7919))
+		batch := make([]string, 100)
+		for pb.Next() {
+			for j := range batch {
+				batch[j] = ks[(i*100+j*97)%len(ks)]
+			}
+			i++
+			got, err := from.GetMulti(ctx, batch)
+			if err != nil || len(got) != len(batch) {
+				b.Fatalf("%d of %d, %v", len(got), len(batch), err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "keys/s")
+}

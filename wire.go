@@ -167,7 +167,11 @@ func (q *outQueue) drainLocked(mu *sync.Mutex, conn net.Conn, yield bool) error 
 		_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
 		_, err := conn.Write(buf)
 		mu.Lock()
-		if cap(buf) <= keepOut { // a buffer grown by a large frame is dropped
+		// The written buffer is the next spare, unless a large frame grew
+		// it: then it is dropped, and so is the spare, which is out now
+		// and must not be handed out again while it is being filled.
+		q.spare = nil
+		if cap(buf) <= keepOut {
 			q.spare = buf[:0]
 		}
 		if err != nil {

@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"io"
 	"math"
+	"net"
 	"reflect"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -175,4 +177,56 @@ func FuzzFrames(f *testing.F) {
 
 func sameRequest(a, b request) bool {
 	return a.id == b.id && a.op == b.op && a.key == b.key && bytes.Equal(a.value, b.value) && a.ttl == b.ttl
+}
+
+// writeHook is a connection whose Write calls a hook first: a sender that
+// adds to the queue while the flusher writes.
+type writeHook struct {
+	net.Conn
+	hook    func()
+	written []byte
+}
+
+func (w *writeHook) Write(p []byte) (int, error) {
+	w.hook()
+	w.written = append(w.written, p...)
+	return len(p), nil
+}
+
+func (w *writeHook) SetWriteDeadline(time.Time) error { return nil }
+
+// A queue drained while senders add to it writes exactly what they added,
+// in order, whatever the sizes: a buffer that a large frame grew, and
+// dropped, once let the next write go out of the buffer being filled.
+func TestOutQueueWritesWhatWasQueued(t *testing.T) {
+	var mu sync.Mutex
+	var q outQueue
+	var want []byte
+	next := byte(1)
+	push := func(n int) {
+		b := bytes.Repeat([]byte{next}, n)
+		next++
+		q.out.b = append(q.out.b, b...)
+		want = append(want, b...)
+	}
+	sizes := []int{10, keepOut + 1, 10, 10, keepOut * 2, 10, 10}
+	conn := &writeHook{}
+	conn.hook = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sizes) > 0 {
+			push(sizes[0])
+			sizes = sizes[1:]
+		}
+	}
+	mu.Lock()
+	push(10)
+	err := q.drainLocked(&mu, conn, false)
+	mu.Unlock()
+	if err != nil || len(sizes) != 0 {
+		t.Fatalf("drain: %v, %d sends left", err, len(sizes))
+	}
+	if !bytes.Equal(conn.written, want) {
+		t.Fatalf("wrote %d bytes unlike the %d queued", len(conn.written), len(want))
+	}
 }
