@@ -113,7 +113,7 @@ func (n *Node) PutMulti(ctx context.Context, pairs map[string]any, ttl time.Dura
 		return err
 	}
 	failed := batchErrors{}
-	items := make([]*batchItem, 0, len(pairs))
+	backing := make([]batchItem, 0, len(pairs))
 	for key, value := range pairs {
 		if err := checkKey(key); err != nil {
 			failed[key] = err
@@ -124,8 +124,9 @@ func (n *Node) PutMulti(ctx context.Context, pairs map[string]any, ttl time.Dura
 			failed[key] = err
 			continue
 		}
-		items = append(items, &batchItem{key: key, value: raw, p: n.partitionOf(key)})
+		backing = append(backing, batchItem{key: key, value: raw, p: n.partitionOf(key)})
 	}
+	items := pointersTo(backing)
 	n.runBatch(ctx, OpPut, items, int64(ttl))
 	for _, it := range items {
 		if it.err != nil {
@@ -166,20 +167,29 @@ type batchItem struct {
 // once and not sent.
 func (n *Node) batchItems(keys []string) ([]*batchItem, batchErrors) {
 	failed := batchErrors{}
-	seen := make(map[string]bool, len(keys))
-	items := make([]*batchItem, 0, len(keys))
+	seen := make(map[string]struct{}, len(keys))
+	backing := make([]batchItem, 0, len(keys))
 	for _, k := range keys {
-		if seen[k] {
+		if _, dup := seen[k]; dup {
 			continue
 		}
-		seen[k] = true
+		seen[k] = struct{}{}
 		if err := checkKey(k); err != nil {
 			failed[k] = err
 			continue
 		}
-		items = append(items, &batchItem{key: k, p: n.partitionOf(k)})
+		backing = append(backing, batchItem{key: k, p: n.partitionOf(k)})
 	}
-	return items, failed
+	return pointersTo(backing), failed
+}
+
+// pointersTo returns pointers to each item, which stay in one allocation.
+func pointersTo(backing []batchItem) []*batchItem {
+	items := make([]*batchItem, len(backing))
+	for i := range backing {
+		items[i] = &backing[i]
+	}
+	return items
 }
 
 // batchGroup is the keys of a batch that go to one member in one request.
@@ -201,14 +211,16 @@ func (n *Node) runBatch(ctx context.Context, op Op, items []*batchItem, ttl int6
 			return
 		}
 		t := n.routingTable()
+		groups := n.groupBatch(t, op, pending)
 		var wg sync.WaitGroup
-		for _, g := range n.groupBatch(t, op, pending) {
+		for _, g := range groups[1:] {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				n.sendBatch(ctx, op, t.version, ttl, g)
 			}()
 		}
+		n.sendBatch(ctx, op, t.version, ttl, groups[0]) // this goroutine's share
 		wg.Wait()
 		var again []*batchItem
 		full := true
@@ -246,14 +258,21 @@ func (n *Node) runBatch(ctx context.Context, op Op, items []*batchItem, ttl int6
 // in-sync copy not suspected of being down. A group is cut into requests
 // that fit a frame.
 func (n *Node) groupBatch(t *table, op Op, items []*batchItem) []batchGroup {
-	byMember := map[int][]*batchItem{}
+	byMember := make([][]*batchItem, len(t.members))
+	var suspect []bool // by member, for reads: looked up once per batch
+	if op == OpGet {
+		suspect = make([]bool, len(t.members))
+		for i, m := range t.members {
+			suspect[i] = i != t.self && n.peers.get(m.addr).suspect()
+		}
+	}
 	for _, it := range items {
 		it.retry, it.full = false, false
 		holders := t.owners[it.p]
 		to := holders[0]
 		if op == OpGet {
 			for _, i := range holders {
-				if m := t.members[i]; m.name == n.self.name || !n.peers.get(m.addr).suspect() {
+				if !suspect[i] {
 					to = i
 					break
 				}
@@ -264,6 +283,9 @@ func (n *Node) groupBatch(t *table, op Op, items []*batchItem) []batchGroup {
 	limit := n.cfg.MaxFrameSize - 4<<10
 	var groups []batchGroup
 	for i, its := range byMember {
+		if len(its) == 0 {
+			continue
+		}
 		size := 0
 		start := 0
 		for j, it := range its {
