@@ -220,6 +220,68 @@ func TestIsolatedNodeConvergesWhenHealed(t *testing.T) {
 	checkLedger(t, c, l, w)
 }
 
+// A stalled primary (a SIGSTOP, a long pause) that comes back still holding
+// its old table decides the writes waiting in its sockets before it hears
+// of the new one. Its copies refuse them, so they are never acknowledged,
+// and it keeps them as unconfirmed. When the new table makes it a holder of
+// the partition again, the new primary's stream and write copies must
+// replace them, whatever their versions: the stalled node's clock (a
+// hybrid-logical one) may have given them versions above the writes the new
+// primary acknowledged meanwhile, and above the stream's start. Here its
+// clock is ahead of the others'; in the fault suite the same happened when
+// it decided a write just after the new primary began filling its copy.
+func TestStalledPrimaryDecisionsYieldToTheNewPrimary(t *testing.T) {
+	c := newCluster(t, 3, false, fastFailureDetection)
+	ctx := context.Background()
+	stalled := c.nodes[2]
+	var keys []string
+	for i := range 5 {
+		keys = append(keys, c.keyOwnedBy(stalled, fmt.Sprint("stalled", i)))
+	}
+	for _, k := range keys {
+		if err := c.nodes[0].Put(ctx, k, 1, NoExpiry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.net.Isolate(stalled.Addr())
+	waitFor(t, 20*time.Second, func() error {
+		if m := c.nodes[0].table.Load().members; len(m) != 2 {
+			return fmt.Errorf("the others' table still has %d members", len(m))
+		}
+		return nil
+	})
+	// The acknowledged writes, on the new primaries.
+	for _, k := range keys {
+		if err := c.nodes[0].Put(ctx, k, 2, NoExpiry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stalled node, still on its old table, decides older requests for
+	// the same keys, with versions from a clock a minute ahead.
+	stalled.store.versions.observe(uint64(time.Now().Add(time.Minute).UnixNano()))
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Go(func() {
+			if err := stalled.Put(ctx, k, 3, NoExpiry); !errors.Is(err, ErrReplication) {
+				t.Errorf("Put %s on the stalled primary: %v, want ErrReplication", k, err)
+			}
+		})
+	}
+	wg.Wait()
+	c.net.Heal(stalled.Addr())
+	c.waitConverged()
+	if tb := stalled.table.Load(); !tb.isPrimary(stalled.partitionOf(keys[0])) {
+		t.Fatalf("the stalled node is not the primary of its keys again (table %d)", tb.version)
+	}
+	for _, k := range keys {
+		for _, n := range c.live() {
+			if it, err := n.Get(ctx, k); err != nil || it.Value != int64(2) {
+				t.Errorf("Get %s via %s = %v, %v; want the acknowledged 2", k, n.Addr(), it.Value, err)
+			}
+		}
+	}
+}
+
 func TestNodeKilledMidTransfer(t *testing.T) {
 	for _, victim := range []string{"receiver", "source", "coordinator"} {
 		t.Run(victim, func(t *testing.T) {

@@ -191,7 +191,7 @@ func (n *Node) serveReplica(_ context.Context, req *request) response {
 		pt.mu.Unlock()
 		return n.refuse(req, t, "a copy of a write")
 	}
-	n.store.applyLocked(pt, pairCopy{key: req.key, value: req.value, expires: req.ttl, version: req.ver, tombstone: req.flags&flagTombstone != 0})
+	n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: req.ttl, version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
 	n.receiving.sent(p, req.key)
 	pt.mu.Unlock()
 	n.store.evict()

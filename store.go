@@ -68,7 +68,8 @@ type entry struct {
 	//
 	// unconfirmed: this node decided the write as its partition's primary
 	// and its copies have not confirmed it (yet, or ever): it is not
-	// acknowledged, and a node handing its copies back keeps it to itself.
+	// acknowledged, a node handing its copies back keeps it to itself, and
+	// a copy from the partition's primary replaces it (applyFromPrimary).
 	unconfirmed bool
 	placed      uint64        // stamp of its place in the line
 	used        atomic.Uint64 // stamp of its last read, or placed
@@ -247,25 +248,34 @@ func (s *store) apply(p int, c pairCopy) bool {
 // applyLocked is apply for a caller that holds pt's lock; it runs evict
 // once the lock is released.
 func (s *store) applyLocked(pt *partition, c pairCopy) bool {
-	return s.applyStreamed(pt, c, 0)
-}
-
-// applyStreamed applies a copy from a partition's primary streaming the
-// whole partition since version start: the primary's copy also replaces
-// what this node held from before the stream began, whatever its version
-// (a write the primary never confirmed, say); only what has been written
-// since, through the primary, is newer.
-func (s *store) applyStreamed(pt *partition, c pairCopy, start uint64) bool {
 	s.versions.observe(c.version)
 	if c.version <= s.flushedAt.Load() {
 		return false
 	}
 	e := pt.load(c.key)
-	if e != nil && c.version <= e.version && e.version >= start {
+	if e != nil && c.version <= e.version {
 		return false
 	}
 	s.put(pt, e, c)
 	return true
+}
+
+// applyFromPrimary applies a copy sent by the partition's primary: a
+// write's copy (start 0), or a pair of a stream of the whole partition
+// begun at version start. The primary's copy replaces, whatever its
+// version, what this node held from before the stream began, and any write
+// this node decided as a primary that its copies never confirmed: such a
+// write was never acknowledged, and a stalled primary deciding it under a
+// table long gone may have given it a version above the writes the new
+// primary acknowledged since. Only what has been written through the
+// primary since the stream began is newer.
+func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64) bool {
+	if e := pt.load(c.key); e != nil && (e.unconfirmed || e.version < start) && c.version > s.flushedAt.Load() {
+		s.versions.observe(c.version)
+		s.put(pt, e, c)
+		return true
+	}
+	return s.applyLocked(pt, c)
 }
 
 // put makes c the content of its key in pt, replacing old (which may be
@@ -321,10 +331,12 @@ func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 
 // dropOlderLocked removes from pt, whose lock is held, the pairs and
 // tombstones older than version that are not in keep: what a full copy
-// from the owner, begun at version, did not contain.
+// from the owner, begun at version, did not contain. Writes this node
+// decided that were never confirmed go too, whatever their version (see
+// applyFromPrimary).
 func (s *store) dropOlderLocked(pt *partition, version uint64, keep map[string]struct{}) (dropped int) {
 	pt.each(func(e *entry) {
-		if _, ok := keep[e.key]; !ok && e.version < version {
+		if _, ok := keep[e.key]; !ok && (e.version < version || e.unconfirmed) {
 			s.remove(pt, e)
 			dropped++
 		}

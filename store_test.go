@@ -228,3 +228,49 @@ func TestStoreReadRanksAfterEarlierWrites(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreUnconfirmedYieldsToThePrimary(t *testing.T) {
+	s, _ := testStore(100, 1<<20)
+	decide := func(key string, version uint64) {
+		pt := s.lock(1)
+		s.setLocked(pt, key, []byte("undecided"), 0, version, false)
+		pt.mu.Unlock()
+	}
+	// Writes this node decided as a primary, never confirmed, with versions
+	// above anything the new primary sends (a stalled node's).
+	high := s.versions.next() + uint64(time.Minute)
+	decide("merged", high)
+	decide("copied", high)
+	decide("streamed", high)
+	decide("absent", high)
+	// A hand-back merge keeps the newer: the primary's own write may still
+	// be on its way to its copies.
+	pt := s.lock(1)
+	if s.applyLocked(pt, pairCopy{key: "merged", value: []byte("older"), version: high - 1}) {
+		t.Error("a merge replaced a newer write")
+	}
+	// The primary's copies replace them, a write's copy or a stream's.
+	if !s.applyFromPrimary(pt, pairCopy{key: "copied", value: []byte("primary"), version: high - 2}, 0) {
+		t.Error("a write's copy from the primary was refused")
+	}
+	start := high - 10
+	if !s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("primary"), version: start - 1}, start) {
+		t.Error("a streamed copy from the primary was refused")
+	}
+	// The end of the stream drops what the primary did not send.
+	s.dropOlderLocked(pt, start, map[string]struct{}{"merged": {}, "copied": {}, "streamed": {}})
+	pt.mu.Unlock()
+	for key, want := range map[string]string{"merged": "undecided", "copied": "primary", "streamed": "primary", "absent": ""} {
+		v, ok := s.get(1, key)
+		if string(v) != want || ok != (want != "") {
+			t.Errorf("%s = %q, %v; want %q", key, v, ok, want)
+		}
+	}
+	// A confirmed pair newer than the stream's start stays.
+	s.set(1, "confirmed", []byte("new"), 0, false)
+	pt = s.lock(1)
+	if s.applyFromPrimary(pt, pairCopy{key: "confirmed", value: []byte("old"), version: start}, start) {
+		t.Error("a stream's older copy replaced a confirmed newer pair")
+	}
+	pt.mu.Unlock()
+}
