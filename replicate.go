@@ -115,6 +115,12 @@ func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *req
 		if !next.isPrimary(p) || ctx.Err() != nil {
 			return err
 		}
+		if next.members[next.self].since != t.members[t.self].since {
+			// Dropped and added again meanwhile: the partition was
+			// streamed back from another primary, and this decision
+			// belongs to an earlier term. It must not go out as new.
+			return err
+		}
 		t = next
 		replica.tver = t.version
 	}
