@@ -25,7 +25,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -569,7 +568,7 @@ func (n *Node) metricsLoop() {
 // partitionOf is the partition of key: the same function consistent's
 // FindPartitionID uses, without its []byte conversion.
 func (n *Node) partitionOf(key string) int {
-	return int(xxhash.Sum64String(key) % uint64(n.cfg.PartitionCount))
+	return int(keyHash(key) % uint64(n.cfg.PartitionCount))
 }
 
 func checkKey(key string) error {

@@ -23,10 +23,11 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	p := n.partitionOf(key)
+	h := keyHash(key)
+	p := int(h % uint64(n.cfg.PartitionCount)) // partitionOf, from the one hash
 	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) {
 		start := timeLocalRead()
-		v, ok := n.readLocal(p, key)
+		v, ok := n.readLocal(p, h, key)
 		n.latency.observe(OpGet, false, start)
 		if !ok {
 			return nil, ErrCacheMiss

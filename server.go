@@ -181,7 +181,7 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 		return n.refuse(req, t, "a read")
 	}
 	resp := response{id: req.id, tver: t.version}
-	v, ok := n.readLocal(p, req.key)
+	v, ok := n.readLocal(p, keyHash(req.key), req.key)
 	if !ok {
 		resp.status = statusMiss
 	}
@@ -189,11 +189,11 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 	return resp
 }
 
-// readLocal reads key from this node's copy of partition p, counting the
-// read as served.
-func (n *Node) readLocal(p int, key string) ([]byte, bool) {
+// readLocal reads key, of hash h, from this node's copy of partition p,
+// counting the read as served.
+func (n *Node) readLocal(p int, h uint64, key string) ([]byte, bool) {
 	n.stats.getRequests.Add(1)
-	v, ok := n.store.get(p, key)
+	v, ok := n.store.getHashed(p, h, key)
 	if !ok {
 		n.stats.cacheMiss.Add(1)
 	}

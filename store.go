@@ -14,9 +14,9 @@ import (
 // one piece, and writers of different partitions never contend.
 //
 // A read takes no lock and writes nothing that other readers write: the
-// index is a sync.Map, whose loads are lock-free, and entries are never
-// changed once published (a write publishes a new entry). Writers take
-// their partition's lock.
+// index (index.go) is read without locks, and entries are never changed
+// once published (a write publishes a new entry). Writers take their
+// partition's lock.
 //
 // Recency is approximate in the way memcached's and Redis's are, and exact
 // LRU while no two reads fall between the same two writes. Every write
@@ -48,7 +48,7 @@ type store struct {
 
 type partition struct {
 	mu        sync.Mutex    // held by writers; readers take no lock
-	index     sync.Map      // key → *entry, pairs and tombstones
+	index     index         // key → *entry, pairs and tombstones
 	head      *entry        // most recently placed
 	tail      *entry        // least recently placed
 	tailStamp atomic.Uint64 // tail's placed stamp, math.MaxUint64 when empty
@@ -109,25 +109,20 @@ func newStore(partitions int, maxKeys, maxBytes int64, stats *watchdog, now func
 }
 
 // load returns key's entry in pt, or nil.
-func (pt *partition) load(key string) *entry {
-	v, _ := pt.index.Load(key)
-	e, _ := v.(*entry)
-	return e
-}
+func (pt *partition) load(key string) *entry { return pt.index.load(keyHash(key), key) }
 
-// each calls f for every entry of pt, pairs and tombstones.
-func (pt *partition) each(f func(e *entry)) {
-	pt.index.Range(func(_, v any) bool {
-		f(v.(*entry))
-		return true
-	})
-}
+// each calls f for every entry of pt, pairs and tombstones. pt.mu must be
+// held.
+func (pt *partition) each(f func(e *entry)) { pt.index.each(f) }
 
 // get returns the value of key in partition p, or false when it is absent
 // or expired. It takes no lock.
-func (s *store) get(p int, key string) ([]byte, bool) {
+func (s *store) get(p int, key string) ([]byte, bool) { return s.getHashed(p, keyHash(key), key) }
+
+// getHashed is get for a caller that has hashed the key already.
+func (s *store) getHashed(p int, h uint64, key string) ([]byte, bool) {
 	pt := &s.parts[p]
-	e := pt.load(key)
+	e := pt.index.load(h, key)
 	if e == nil || e.tombstone {
 		return nil, false
 	}
@@ -290,7 +285,7 @@ func (s *store) put(pt *partition, old *entry, c pairCopy) *entry {
 	if c.tombstone {
 		e.value = nil
 	}
-	pt.index.Store(c.key, e)
+	pt.index.store(keyHash(c.key), e)
 	if c.tombstone {
 		s.publishTail(pt)
 		return e
@@ -393,7 +388,7 @@ func (s *store) clearLocked(pt *partition) {
 			b += e.size()
 		}
 	})
-	pt.index.Clear()
+	pt.index.clear()
 	pt.head, pt.tail = nil, nil
 	pt.tailStamp.Store(math.MaxUint64)
 	s.keys.Add(-n)
@@ -484,7 +479,7 @@ func (s *store) place(pt *partition, e *entry, stamp uint64) {
 
 // remove drops e, a pair or a tombstone, from pt. pt.mu must be held.
 func (s *store) remove(pt *partition, e *entry) {
-	pt.index.Delete(e.key)
+	pt.index.delete(keyHash(e.key), e.key)
 	if e.tombstone {
 		return
 	}
