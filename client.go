@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -18,34 +19,37 @@ import (
 // Connections to peers: a pool of pipelined connections per peer, with
 // request timeouts and suspect marking for failover.
 
-// peerClients holds a connection pool per peer address.
+// peerClients holds a connection pool per peer address. Every forwarded
+// call looks its pool up, so the map is read without a lock: it is
+// replaced whole, under mu, when a pool is added or removed.
 type peerClients struct {
 	node   *Node
-	mu     sync.RWMutex
-	pools  map[string]*peerPool
+	mu     sync.Mutex
+	pools  atomic.Pointer[map[string]*peerPool]
 	closed bool
 }
 
 func (pc *peerClients) init(n *Node) {
 	pc.node = n
-	pc.pools = make(map[string]*peerPool)
+	pc.pools.Store(&map[string]*peerPool{})
 }
 
 func (pc *peerClients) get(addr string) *peerPool {
-	pc.mu.RLock()
-	p := pc.pools[addr]
-	pc.mu.RUnlock()
-	if p != nil {
+	if p := (*pc.pools.Load())[addr]; p != nil {
 		return p
 	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	if p = pc.pools[addr]; p == nil {
+	pools := *pc.pools.Load()
+	p := pools[addr]
+	if p == nil {
 		p = newPeerPool(pc.node, addr)
 		if pc.closed {
 			p.close() // the node is shutting down: dial nothing new
 		} else {
-			pc.pools[addr] = p
+			next := maps.Clone(pools)
+			next[addr] = p
+			pc.pools.Store(&next)
 		}
 	}
 	return p
@@ -59,22 +63,24 @@ func (pc *peerClients) retain(members []member) {
 	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	for addr, p := range pc.pools {
+	next := maps.Clone(*pc.pools.Load())
+	for addr, p := range next {
 		if !keep[addr] {
-			delete(pc.pools, addr)
+			delete(next, addr)
 			p.close()
 		}
 	}
+	pc.pools.Store(&next)
 }
 
 func (pc *peerClients) closeAll() {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	pc.closed = true
-	for addr, p := range pc.pools {
-		delete(pc.pools, addr)
+	for _, p := range *pc.pools.Load() {
 		p.close()
 	}
+	pc.pools.Store(&map[string]*peerPool{})
 }
 
 // peerPool is a small set of pipelined connections to one peer, dialled on
@@ -91,6 +97,7 @@ type peerPool struct {
 }
 
 type poolSlot struct {
+	live    atomic.Pointer[clientConn] // conn, for callers that find it alive without the lock
 	mu      sync.Mutex
 	conn    *clientConn
 	dialing *dialAttempt // the dial under way, if any
@@ -109,7 +116,10 @@ func newPeerPool(n *Node, addr string) *peerPool {
 	return &peerPool{node: n, addr: addr, slots: make([]poolSlot, n.cfg.ConnsPerPeer), ctx: ctx, cancel: cancel}
 }
 
-func (p *peerPool) suspect() bool { return time.Now().UnixNano() < p.suspectUntil.Load() }
+func (p *peerPool) suspect() bool {
+	until := p.suspectUntil.Load()
+	return until != 0 && time.Now().UnixNano() < until // the clock only for a peer once suspected
+}
 
 func (p *peerPool) markSuspect() {
 	p.suspectUntil.Store(time.Now().Add(p.node.cfg.SuspectTimeout).UnixNano())
@@ -140,7 +150,13 @@ func (p *peerPool) call(ctx context.Context, req *request) (response, error) {
 // and never for a lock held across the network. fresh reports a
 // connection dialled for this call.
 func (p *peerPool) conn(ctx context.Context) (c *clientConn, fresh bool, err error) {
-	s := &p.slots[int(p.next.Add(1))%len(p.slots)]
+	s := &p.slots[0]
+	if len(p.slots) > 1 {
+		s = &p.slots[int(p.next.Add(1))%len(p.slots)]
+	}
+	if c := s.live.Load(); c != nil && !c.dead.Load() {
+		return c, false, nil
+	}
 	s.mu.Lock()
 	if s.conn != nil && s.conn.alive() {
 		c = s.conn
@@ -177,6 +193,7 @@ func (p *peerPool) dial(s *poolSlot, d *dialAttempt) {
 		c, err = nil, ErrClosed
 	}
 	s.conn, s.dialing = c, nil
+	s.live.Store(c)
 	s.mu.Unlock()
 	d.conn, d.err = c, err
 	close(d.done)
@@ -214,8 +231,9 @@ type clientConn struct {
 	enc      *msgpack.Encoder
 	nextID   uint64
 	pending  map[uint64]*call
-	lastUsed int64 // unix nanoseconds of the last call
-	err      error // set once the connection is broken
+	lastUsed int64       // unix nanoseconds of the last call
+	err      error       // set once the connection is broken
+	dead     atomic.Bool // err is set: read without the lock
 }
 
 // errIdle breaks a connection that carried no call for a while, before the
@@ -403,6 +421,7 @@ func (c *clientConn) failLocked(err error) {
 		return
 	}
 	c.err = fmt.Errorf("ghost: connection to %s: %w", c.conn.RemoteAddr(), err)
+	c.dead.Store(true)
 	close(c.broken)
 	c.conn.Close()
 	for id, cl := range c.pending {

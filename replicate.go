@@ -98,17 +98,20 @@ func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *req
 	defer cancel()
 	backoff := time.Millisecond
 	for {
-		changed := n.tableChanged.wait()
 		err := n.replicate(ctx, t.copiesOf(p), replica)
 		if err == nil {
 			return nil
 		}
-		// Wait for a newer table here, or for a copy to fetch ours.
-		select {
-		case <-changed:
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return err
+		// Wait for a newer table here (unless one came meanwhile), or for
+		// a copy to fetch ours.
+		changed := n.tableChanged.wait()
+		if n.table.Load() == t {
+			select {
+			case <-changed:
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return err
+			}
 		}
 		backoff = min(2*backoff, 50*time.Millisecond)
 		next := n.table.Load()
