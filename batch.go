@@ -82,7 +82,7 @@ func (b batchErrors) err(op Op) error {
 // errors. Keys that could not be read (malformed, their copies
 // unreachable...) are absent too, and named in a *BatchError.
 func (n *Node) GetMulti(ctx context.Context, keys []string) (map[string]Item, error) {
-	items, failed := n.batchItems(keys)
+	items, failed := n.batchItems(keys, false) // a key asked twice is read twice
 	n.runBatch(ctx, OpGet, items, 0)
 	out := make(map[string]Item, len(items))
 	for _, it := range items {
@@ -141,7 +141,7 @@ func (n *Node) PutMulti(ctx context.Context, pairs map[string]any, ttl time.Dura
 // held no pair are named in a *BatchError with ErrNotFound, as are the
 // ones that failed otherwise.
 func (n *Node) DeleteMulti(ctx context.Context, keys []string) error {
-	items, failed := n.batchItems(keys)
+	items, failed := n.batchItems(keys, true) // a second delete would find nothing
 	n.runBatch(ctx, OpDelete, items, 0)
 	for _, it := range items {
 		if it.err != nil {
@@ -163,17 +163,22 @@ type batchItem struct {
 	retry, full bool
 }
 
-// batchItems checks and dedupes keys; malformed ones are reported at
-// once and not sent.
-func (n *Node) batchItems(keys []string) ([]*batchItem, batchErrors) {
+// batchItems checks keys, and with dedupe drops repeated ones; malformed
+// ones are reported at once and not sent.
+func (n *Node) batchItems(keys []string, dedupe bool) ([]*batchItem, batchErrors) {
 	failed := batchErrors{}
-	seen := make(map[string]struct{}, len(keys))
+	var seen map[string]struct{}
+	if dedupe {
+		seen = make(map[string]struct{}, len(keys))
+	}
 	backing := make([]batchItem, 0, len(keys))
 	for _, k := range keys {
-		if _, dup := seen[k]; dup {
-			continue
+		if dedupe {
+			if _, dup := seen[k]; dup {
+				continue
+			}
+			seen[k] = struct{}{}
 		}
-		seen[k] = struct{}{}
 		if err := checkKey(k); err != nil {
 			failed[k] = err
 			continue

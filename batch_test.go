@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +205,68 @@ func FuzzDecodeBatch(f *testing.F) {
 		_, _ = decodeBatchRequests(b, 0, 0)
 		_, _ = decodeBatchReplies(b, 2)
 	})
+}
+
+// startBatchWriters is startWriters with batches: each writer puts, and now
+// and then deletes, 10 keys of its own at a time.
+func (c *cluster) startBatchWriters(l *ledger, writers, keysEach int) *load {
+	w := &load{stop: make(chan struct{})}
+	for g := range writers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 11))
+			for i := int64(1); ; i++ {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				live := c.live()
+				n := live[rng.IntN(len(live))]
+				pairs := map[string]any{}
+				for range 10 {
+					pairs[fmt.Sprintf("bw%d-%d", g, rng.IntN(keysEach))] = i
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				v, err := i, error(nil)
+				if i%10 == 0 {
+					v, err = deletedValue, n.DeleteMulti(ctx, slices.Collect(maps.Keys(pairs)))
+				} else {
+					err = n.PutMulti(ctx, pairs, NoExpiry)
+				}
+				cancel()
+				var be *BatchError
+				errors.As(err, &be)
+				for k := range pairs {
+					keyErr := err
+					if be != nil {
+						keyErr = be.Keys[k] // nil: this key succeeded
+					}
+					l.record(k, v, keyErr)
+					if keyErr != nil && !errors.Is(keyErr, ErrNotFound) {
+						w.failed.Add(1)
+						w.firstErr.CompareAndSwap(nil, keyErr.Error())
+					}
+				}
+				w.ops.Add(1)
+			}
+		}()
+	}
+	return w
+}
+
+// A batch's writes are acknowledged key by key, as single writes are: none
+// that was acknowledged is lost when a node crashes under batch load.
+func TestBatchWritesSurviveACrash(t *testing.T) {
+	c := newCluster(t, 4, false, fastFailureDetection)
+	l := newLedger()
+	w := c.startBatchWriters(l, 3, 100)
+	w.waitOps(t, 50)
+	c.nodes[2].halt()
+	w.waitOps(t, 50)
+	c.waitConverged()
+	w.waitOps(t, 20)
+	w.halt()
+	checkLedger(t, c, l, w)
 }

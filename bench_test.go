@@ -134,6 +134,13 @@ func benchGetPut(b *testing.B, from *Node, keys []string) {
 			}
 		})
 	})
+	b.Run("GetAs", func(b *testing.B) {
+		parallel(b, keys, func(k string) {
+			if _, err := GetAs[[]byte](ctx, from, k); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
 	b.Run("Put", func(b *testing.B) {
 		parallel(b, keys, func(k string) {
 			if err := from.Put(ctx, k, benchValue, NoExpiry); err != nil {

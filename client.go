@@ -352,12 +352,13 @@ func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, err
 }
 
 // flushLocked writes the queued requests out; c.mu is held on entry and
-// exit. It yields before each write, so that callers ready to send join it.
+// exit. With other calls in flight it yields before each write, so that
+// callers ready to send join it; a lone caller writes at once.
 func (c *clientConn) flushLocked() {
 	if c.err != nil {
 		return
 	}
-	if err := c.queue.drainLocked(&c.mu, c.conn, true); err != nil {
+	if err := c.queue.drainLocked(&c.mu, c.conn, len(c.pending) > 1); err != nil {
 		c.failLocked(err)
 	}
 }

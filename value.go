@@ -43,31 +43,65 @@ func GetAs[T any](ctx context.Context, n *Node, key string) (T, error) {
 	if err != nil {
 		return v, err
 	}
-	if err := decodeInto(raw, &v); err != nil {
+	if decodeText(raw, &v) {
+		return v, nil
+	}
+	dst := new(T) // only here does the value escape, to msgpack
+	if err := decodeInto(raw, dst); err != nil {
 		return v, fmt.Errorf("ghost: decode value of %q into %T: %w", key, v, err)
 	}
-	return v, nil
+	return *dst, nil
 }
 
-// decodeInto decodes raw into dst. Strings, byte slices, integers, floats
-// and booleans stored as such are decoded here; everything else by msgpack.
+// decodeText decodes a string or binary value into dst when it points to
+// a string or a []byte, with one allocation: the copy returned.
+func decodeText[T any](raw []byte, dst *T) bool {
+	switch d := any(dst).(type) {
+	case *string:
+		if p, ok := stringOrBinary(raw); ok {
+			*d = string(p)
+			return true
+		}
+	case *[]byte:
+		if p, ok := stringOrBinary(raw); ok {
+			*d = append(make([]byte, 0, len(p)), p...)
+			return true
+		}
+	}
+	return false
+}
+
+// stringOrBinary returns the bytes of raw when it is one msgpack string or
+// binary, as a view.
+func stringOrBinary(raw []byte) ([]byte, bool) {
+	if len(raw) == 0 {
+		return nil, false
+	}
+	switch c := raw[0]; {
+	case msgpcode.IsFixedString(c), c == msgpcode.Str8, c == msgpcode.Str16, c == msgpcode.Str32,
+		c == msgpcode.Bin8, c == msgpcode.Bin16, c == msgpcode.Bin32:
+		r := msgReader{b: raw}
+		p, err := r.raw()
+		return p, err == nil && r.left() == 0
+	}
+	return nil, false
+}
+
+// decodeInto decodes raw into dst: strings, byte slices, integers, floats
+// and booleans stored as such here, everything else by msgpack.
 func decodeInto(raw []byte, dst any) error {
+	switch d := dst.(type) {
+	case *string:
+		if decodeText(raw, d) {
+			return nil
+		}
+	case *[]byte:
+		if decodeText(raw, d) {
+			return nil
+		}
+	}
 	if v, ok := decodeScalar(raw); ok {
 		switch d := dst.(type) {
-		case *string:
-			switch x := v.(type) {
-			case string:
-				*d = x
-				return nil
-			case []byte:
-				*d = string(x)
-				return nil
-			}
-		case *[]byte:
-			if x, ok := v.([]byte); ok {
-				*d = x
-				return nil
-			}
 		case *int64:
 			if x, ok := v.(int64); ok {
 				*d = x

@@ -37,11 +37,13 @@ type client interface {
 	close()
 }
 
-// ghostClient drives the node embedded in this process.
+// ghostClient drives the node embedded in this process. It reads with
+// ghost.GetAs[[]byte], the typed Get a program that stores []byte calls:
+// what the memcached and Redis clients return, one copy of the value.
 type ghostClient struct{ node *ghost.Node }
 
 func (c ghostClient) get(ctx context.Context, key string) (bool, error) {
-	_, err := c.node.Get(ctx, key)
+	_, err := ghost.GetAs[[]byte](ctx, c.node, key)
 	if errors.Is(err, ghost.ErrCacheMiss) {
 		return false, nil
 	}
