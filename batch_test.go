@@ -249,7 +249,7 @@ func (c *cluster) startBatchWriters(l *ledger, writers, keysEach int) *load {
 						w.firstErr.CompareAndSwap(nil, keyErr.Error())
 					}
 				}
-				w.ops.Add(1)
+				w.ops.Add(int64(len(pairs)))
 			}
 		}()
 	}
@@ -262,11 +262,11 @@ func TestBatchWritesSurviveACrash(t *testing.T) {
 	c := newCluster(t, 4, false, fastFailureDetection)
 	l := newLedger()
 	w := c.startBatchWriters(l, 3, 100)
-	w.waitOps(t, 50)
+	w.waitOps(t, 500)
 	c.nodes[2].halt()
-	w.waitOps(t, 50)
+	w.waitOps(t, 500)
 	c.waitConverged()
-	w.waitOps(t, 20)
+	w.waitOps(t, 200)
 	w.halt()
 	checkLedger(t, c, l, w)
 }
