@@ -94,6 +94,9 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 // backup or added a member to fill. It gives up after half of
 // RequestTimeout, so that the caller hears back before its own timeout.
 func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) error {
+	if len(t.owners[p]) == 1 && len(t.pending[p]) == 0 {
+		return nil // no copy to make (Replicas 1, or a node alone)
+	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout/2)
 	defer cancel()
 	backoff := time.Millisecond
