@@ -567,9 +567,10 @@ func (n *Node) metricsLoop() {
 
 // partitionOf is the partition of key: the same function consistent's
 // FindPartitionID uses, without its []byte conversion.
-func (n *Node) partitionOf(key string) int {
-	return int(keyHash(key) % uint64(n.cfg.PartitionCount))
-}
+func (n *Node) partitionOf(key string) int { return n.partitionOfHash(keyHash(key)) }
+
+// partitionOfHash is the partition of a key whose hash is h.
+func (n *Node) partitionOfHash(h uint64) int { return int(h % uint64(n.cfg.PartitionCount)) }
 
 func checkKey(key string) error {
 	switch {

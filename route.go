@@ -24,7 +24,7 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 		return nil, err
 	}
 	h := keyHash(key)
-	p := int(h % uint64(n.cfg.PartitionCount)) // partitionOf, from the one hash
+	p := n.partitionOfHash(h)
 	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) {
 		start := timeLocalRead()
 		v, ok := n.readLocal(p, h, key)

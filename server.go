@@ -172,7 +172,8 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 	if resp, bad := badKey(req); bad {
 		return resp
 	}
-	p := n.partitionOf(req.key)
+	h := keyHash(req.key)
+	p := n.partitionOfHash(h)
 	t := n.table.Load()
 	if req.tver > t.version {
 		n.learnVersion(req.tver)
@@ -181,7 +182,7 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 		return n.refuse(req, t, "a read")
 	}
 	resp := response{id: req.id, tver: t.version}
-	v, ok := n.readLocal(p, keyHash(req.key), req.key)
+	v, ok := n.readLocal(p, h, req.key)
 	if !ok {
 		resp.status = statusMiss
 	}
