@@ -236,14 +236,20 @@ func (n *Node) runBatch(ctx context.Context, op Op, items []*batchItem, ttl int6
 			}
 		}
 		pending = again
-		if len(pending) == 0 || full {
-			continue // a full reply is asked again at once
+		if len(pending) == 0 {
+			return
 		}
 		if time.Now().Add(backoff).After(deadline) {
 			for _, it := range pending {
+				if it.full {
+					it.err = errors.New("the reply had no room for it")
+				}
 				it.err = fmt.Errorf("%w: for key %q: %w", ErrNoMoreServers, it.key, it.err)
 			}
 			return
+		}
+		if full {
+			continue // the rest of a full reply is asked for at once
 		}
 		select {
 		case <-time.After(backoff):
