@@ -91,7 +91,11 @@ func (n *Node) GetMulti(ctx context.Context, keys []string) (map[string]Item, er
 		case it.err != nil:
 			failed[it.key] = it.err
 		default:
-			v, err := decodeValue(it.resp.value)
+			decode := decodeValue
+			if it.owned {
+				decode = decodeOwnedValue
+			}
+			v, err := decode(it.resp.value)
 			if err != nil {
 				failed[it.key] = fmt.Errorf("ghost: decode value of %q: %w", it.key, err)
 				continue
@@ -161,6 +165,9 @@ type batchItem struct {
 	// retry: the key was refused or not reached, and goes out again under
 	// the newest table; full: its reply had no room for it.
 	retry, full bool
+	// owned: resp.value is in a reply no one else reads, not in the
+	// store, so a binary value may be returned without a copy.
+	owned bool
 }
 
 // batchItems checks keys, and with dedupe drops repeated ones; malformed
@@ -278,7 +285,7 @@ func (n *Node) groupBatch(t *table, op Op, items []*batchItem) []batchGroup {
 		}
 	}
 	for _, it := range items {
-		it.retry, it.full = false, false
+		it.retry, it.full, it.owned = false, false, false
 		holders := t.owners[it.p]
 		to := holders[0]
 		if op == OpGet {
@@ -327,7 +334,7 @@ func (n *Node) sendBatch(ctx context.Context, op Op, tver uint64, ttl int64, g b
 	}
 	pool := n.peers.get(g.to.addr)
 	n.stats.forwarded.Add(uint64(len(reqs)))
-	resp, err := pool.call(ctx, &request{op: opBatch, value: encodeBatchRequests(op, reqs), ttl: ttl, tver: tver})
+	resp, err := pool.call(ctx, &request{op: opBatch, value: encodeBatchRequests(op, reqs), ttl: ttl, tver: tver, flags: uint8(op)})
 	var replies []response
 	if err == nil {
 		if resp, err = resp.result(); err == nil {
@@ -347,6 +354,7 @@ func (n *Node) sendBatch(ctx context.Context, op Op, tver uint64, ttl int64, g b
 	}
 	for i, r := range replies {
 		n.settleBatchItem(g.items[i], r, g.to)
+		g.items[i].owned = true // its value is a view of this reply, ours alone
 	}
 }
 
@@ -369,6 +377,11 @@ func (n *Node) settleBatchItem(it *batchItem, r response, from member) {
 // through its op's own handler, and the replies in one frame.
 func (n *Node) serveBatch(ctx context.Context, req *request) response {
 	reqs, err := decodeBatchRequests(req.value, req.ttl, req.tver)
+	if err == nil && len(reqs) > 0 && reqs[0].op != Op(req.flags) {
+		// mayWait served it by its flags: a batch of writes flagged as
+		// reads would hold up the requests behind it.
+		err = fmt.Errorf("ghost: batch of op %d flagged as op %d", reqs[0].op, req.flags)
+	}
 	if err != nil {
 		return response{id: req.id, status: statusError, msg: err.Error()}
 	}

@@ -184,8 +184,9 @@ func TestBatchRefusesMalformedPayloads(t *testing.T) {
 		"flush batch":  encodeBatchRequests(OpFlush, []request{{key: "a"}}),
 		"huge count":   {0xdd, 0xff, 0xff, 0xff, 0xff},
 		"truncated":    encodeBatchRequests(OpPut, []request{{key: "a", value: []byte{1}}})[:4],
+		"writes flagged as reads": encodeBatchRequests(OpPut, []request{{key: "a", value: []byte{1}}}),
 	} {
-		resp := n.serveBatch(context.Background(), &request{op: opBatch, value: payload})
+		resp := n.serveBatch(context.Background(), &request{op: opBatch, value: payload, flags: uint8(OpGet)})
 		if resp.status != statusError {
 			t.Errorf("%s: status %d, want an error", name, resp.status)
 		}
@@ -269,4 +270,41 @@ func TestBatchWritesSurviveACrash(t *testing.T) {
 	w.waitOps(t, 200)
 	w.halt()
 	checkLedger(t, c, l, w)
+}
+
+// Byte values a batch returns are the caller's: changing one changes
+// neither the cache nor the other values.
+func TestBatchValuesAreTheCallers(t *testing.T) {
+	c := newCluster(t, 3, false)
+	n, ctx := c.nodes[0], context.Background()
+	pairs := map[string]any{}
+	var keys []string
+	for i := range 30 {
+		k := fmt.Sprint("bytes-", i)
+		keys = append(keys, k)
+		pairs[k] = []byte(k)
+	}
+	if err := n.PutMulti(ctx, pairs, NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	got, err := n.GetMulti(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range got {
+		b := it.Value.([]byte)
+		for i := range b {
+			b[i] = 'x'
+		}
+		_ = append(b, "more"...) // must not run into a neighbour
+	}
+	again, err := n.GetMulti(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if v := again[k].Value.([]byte); string(v) != k {
+			t.Fatalf("%s reads %q after the caller changed its copy", k, v)
+		}
+	}
 }

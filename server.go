@@ -60,7 +60,7 @@ func (n *Node) serveCache(conn net.Conn) {
 			}
 			return
 		}
-		if mayWait(req.op) {
+		if mayWait(&req) {
 			// A write waits for its copies: it must not hold up the
 			// requests behind it on this connection.
 			waiting.Add(1)
@@ -78,12 +78,19 @@ func (n *Node) serveCache(conn net.Conn) {
 	}
 }
 
-// mayWait reports whether serving op may wait on other nodes, or take
-// long: writes wait for their copies, a transfer chunk may be pairs handed
-// back, which the primary copies as it would writes, and a batch may be
-// writes or many reads.
-func mayWait(op Op) bool {
-	return op == OpPut || op == OpAdd || op == OpDelete || op == OpFlush || op == opTransfer || op == opBatch
+// mayWait reports whether serving req may wait on other nodes: writes
+// wait for their copies, and so do batches of writes; a transfer chunk may
+// be pairs handed back, which the primary copies as it would writes. A
+// batch's flags name its op; a batch of reads is served in line, as a read
+// is.
+func mayWait(req *request) bool {
+	switch req.op {
+	case OpPut, OpAdd, OpDelete, OpFlush, opTransfer:
+		return true
+	case opBatch:
+		return Op(req.flags) != OpGet
+	}
+	return false
 }
 
 // replyWriter sends the replies of one connection. Replies served in order

@@ -149,6 +149,17 @@ func decodeValue(raw []byte) (any, error) {
 	return decodeAny(vd.dec)
 }
 
+// decodeOwnedValue is decodeValue for raw that no one else holds: a
+// binary value is returned as a view of it, not a copy.
+func decodeOwnedValue(raw []byte) (any, error) {
+	if len(raw) > 0 && (raw[0] == msgpcode.Bin8 || raw[0] == msgpcode.Bin16 || raw[0] == msgpcode.Bin32) {
+		if p, ok := stringOrBinary(raw); ok {
+			return p, nil
+		}
+	}
+	return decodeValue(raw)
+}
+
 // decodeScalar decodes raw when it is one nil, boolean, number, string or
 // binary, as decodeAny would, without a msgpack.Decoder; ok is false for
 // anything else, malformed values included.
