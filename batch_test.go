@@ -178,12 +178,12 @@ func TestBatchRefusesMalformedPayloads(t *testing.T) {
 	c := newCluster(t, 1, false)
 	n := c.nodes[0]
 	for name, payload := range map[string][]byte{
-		"empty":        nil,
-		"not an array": {0xc3},
-		"even fields":  encodeBatchRequests(OpGet, []request{{key: "a"}})[:1],
-		"flush batch":  encodeBatchRequests(OpFlush, []request{{key: "a"}}),
-		"huge count":   {0xdd, 0xff, 0xff, 0xff, 0xff},
-		"truncated":    encodeBatchRequests(OpPut, []request{{key: "a", value: []byte{1}}})[:4],
+		"empty":                   nil,
+		"not an array":            {0xc3},
+		"even fields":             encodeBatchRequests(OpGet, []request{{key: "a"}})[:1],
+		"flush batch":             encodeBatchRequests(OpFlush, []request{{key: "a"}}),
+		"huge count":              {0xdd, 0xff, 0xff, 0xff, 0xff},
+		"truncated":               encodeBatchRequests(OpPut, []request{{key: "a", value: []byte{1}}})[:4],
 		"writes flagged as reads": encodeBatchRequests(OpPut, []request{{key: "a", value: []byte{1}}}),
 	} {
 		resp := n.serveBatch(context.Background(), &request{op: opBatch, value: payload, flags: uint8(OpGet)})
