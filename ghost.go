@@ -567,7 +567,7 @@ func (n *Node) metricsLoop() {
 
 // partitionOf is the partition of key: the same function consistent's
 // FindPartitionID uses, without its []byte conversion.
-func (n *Node) partitionOf(key string) int { return n.partitionOfHash(keyHash(key)) }
+func (n *Node) partitionOf(key string) int { return n.partitionOfHash(hashKey(key)) }
 
 // partitionOfHash is the partition of a key whose hash is h.
 func (n *Node) partitionOfHash(h uint64) int { return int(h % uint64(n.cfg.PartitionCount)) }

@@ -3,8 +3,6 @@ package ghost
 import (
 	"math/bits"
 	"sync/atomic"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // index maps a partition's keys to their entries. Readers take no lock and
@@ -44,10 +42,6 @@ func newSlotTable(size int) *slotTable {
 	size = 1 << bits.Len(uint(size-1)) // a power of two
 	return &slotTable{slots: make([]slot, size), shift: uint8(64 - bits.TrailingZeros(uint(size)))}
 }
-
-// keyHash is the hash the index files key under: xxhash, as partitions
-// are picked by.
-func keyHash(key string) uint64 { return xxhash.Sum64String(key) }
 
 // home is where a probe for hash h starts: Fibonacci hashing, so that the
 // keys of one partition, which agree on h modulo the partition count,

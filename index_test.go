@@ -19,10 +19,10 @@ func TestIndexMatchesAMap(t *testing.T) {
 		switch rng.IntN(3) {
 		case 0, 1:
 			e := &entry{key: k, version: uint64(round)}
-			ix.store(keyHash(k), e)
+			ix.store(hashKey(k), e)
 			model[k] = e
 		case 2:
-			ix.delete(keyHash(k), k)
+			ix.delete(hashKey(k), k)
 			delete(model, k)
 		}
 		if round%1000 == 0 {
@@ -31,11 +31,11 @@ func TestIndexMatchesAMap(t *testing.T) {
 	}
 	checkIndex(t, &ix, model)
 	for k := range model {
-		ix.delete(keyHash(k), k)
+		ix.delete(hashKey(k), k)
 	}
 	checkIndex(t, &ix, map[string]*entry{})
 	ix.clear()
-	if ix.load(keyHash("k1"), "k1") != nil {
+	if ix.load(hashKey("k1"), "k1") != nil {
 		t.Fatal("a cleared index holds a key")
 	}
 }
@@ -44,7 +44,7 @@ func checkIndex(t *testing.T, ix *index, model map[string]*entry) {
 	t.Helper()
 	for i := range 600 {
 		k := fmt.Sprint("k", i)
-		if got, want := ix.load(keyHash(k), k), model[k]; got != want {
+		if got, want := ix.load(hashKey(k), k), model[k]; got != want {
 			t.Fatalf("load %s = %v, want %v", k, got, want)
 		}
 	}
@@ -67,7 +67,7 @@ func TestIndexReadersBesideAWriter(t *testing.T) {
 	var mu sync.Mutex
 	for i := range 100 {
 		k := fmt.Sprint("stable", i)
-		ix.store(keyHash(k), &entry{key: k})
+		ix.store(hashKey(k), &entry{key: k})
 	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -78,7 +78,7 @@ func TestIndexReadersBesideAWriter(t *testing.T) {
 			for !stop.Load() {
 				for i := range 100 {
 					k := fmt.Sprint("stable", i)
-					if e := ix.load(keyHash(k), k); e == nil || e.key != k {
+					if e := ix.load(hashKey(k), k); e == nil || e.key != k {
 						t.Errorf("lost %s", k)
 						return
 					}
@@ -90,13 +90,13 @@ func TestIndexReadersBesideAWriter(t *testing.T) {
 		k := fmt.Sprint("churn", i%700)
 		mu.Lock()
 		if i%3 == 2 {
-			ix.delete(keyHash(k), k)
+			ix.delete(hashKey(k), k)
 		} else {
-			ix.store(keyHash(k), &entry{key: k})
+			ix.store(hashKey(k), &entry{key: k})
 		}
 		if i%50 == 0 {
 			s := fmt.Sprint("stable", i%100)
-			ix.store(keyHash(s), &entry{key: s}) // an update in place
+			ix.store(hashKey(s), &entry{key: s}) // an update in place
 		}
 		mu.Unlock()
 	}

@@ -252,6 +252,9 @@ type xxhasher struct{}
 
 func (xxhasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
 
+// hashKey is the hash of a key or a member name: a key's partition is its
+// hash modulo the partition count (as consistent's FindPartitionID picks
+// it), and the store's index files it under the same hash.
 func hashKey(s string) uint64 { return xxhash.Sum64String(s) }
 
 // mix64 scrambles the bits of x (the SplitMix64 finaliser).

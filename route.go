@@ -23,7 +23,7 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	h := keyHash(key)
+	h := hashKey(key)
 	p := n.partitionOfHash(h)
 	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) {
 		start := timeLocalRead()

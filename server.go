@@ -179,7 +179,7 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 	if resp, bad := badKey(req); bad {
 		return resp
 	}
-	h := keyHash(req.key)
+	h := hashKey(req.key)
 	p := n.partitionOfHash(h)
 	t := n.table.Load()
 	if req.tver > t.version {

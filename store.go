@@ -109,7 +109,7 @@ func newStore(partitions int, maxKeys, maxBytes int64, stats *watchdog, now func
 }
 
 // load returns key's entry in pt, or nil.
-func (pt *partition) load(key string) *entry { return pt.index.load(keyHash(key), key) }
+func (pt *partition) load(key string) *entry { return pt.index.load(hashKey(key), key) }
 
 // each calls f for every entry of pt, pairs and tombstones. pt.mu must be
 // held.
@@ -117,7 +117,7 @@ func (pt *partition) each(f func(e *entry)) { pt.index.each(f) }
 
 // get returns the value of key in partition p, or false when it is absent
 // or expired. It takes no lock.
-func (s *store) get(p int, key string) ([]byte, bool) { return s.getHashed(p, keyHash(key), key) }
+func (s *store) get(p int, key string) ([]byte, bool) { return s.getHashed(p, hashKey(key), key) }
 
 // getHashed is get for a caller that has hashed the key already.
 func (s *store) getHashed(p int, h uint64, key string) ([]byte, bool) {
@@ -285,7 +285,7 @@ func (s *store) put(pt *partition, old *entry, c pairCopy) *entry {
 	if c.tombstone {
 		e.value = nil
 	}
-	pt.index.store(keyHash(c.key), e)
+	pt.index.store(hashKey(c.key), e)
 	if c.tombstone {
 		s.publishTail(pt)
 		return e
@@ -479,7 +479,7 @@ func (s *store) place(pt *partition, e *entry, stamp uint64) {
 
 // remove drops e, a pair or a tombstone, from pt. pt.mu must be held.
 func (s *store) remove(pt *partition, e *entry) {
-	pt.index.delete(keyHash(e.key), e.key)
+	pt.index.delete(hashKey(e.key), e.key)
 	if e.tombstone {
 		return
 	}
