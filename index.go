@@ -50,22 +50,29 @@ func (t *slotTable) home(h uint64) int { return int((h * 0x9E3779B97F4A7C15) >> 
 
 // load returns key's entry, or nil.
 func (ix *index) load(h uint64, key string) *entry {
+	_, _, e := ix.find(h, key)
+	return e
+}
+
+// find returns the table, the slot holding key and its entry, or nil for
+// the slot and the entry.
+func (ix *index) find(h uint64, key string) (*slotTable, *slot, *entry) {
 	t := ix.table.Load()
 	if t == nil {
-		return nil
+		return nil, nil, nil
 	}
 	mask := len(t.slots) - 1
 	for i, n := t.home(h), 0; n < len(t.slots); i, n = (i+1)&mask, n+1 {
 		s := &t.slots[i]
 		e := s.entry.Load()
 		if e == nil {
-			return nil
+			break
 		}
 		if e != deletedSlot && s.hash.Load() == h && e.key == key {
-			return e
+			return t, s, e
 		}
 	}
-	return nil
+	return t, nil, nil
 }
 
 // store makes e the entry of its key. The partition's lock is held.
@@ -107,22 +114,9 @@ func (ix *index) store(h uint64, e *entry) {
 
 // delete removes key's entry, if any. The partition's lock is held.
 func (ix *index) delete(h uint64, key string) {
-	t := ix.table.Load()
-	if t == nil {
-		return
-	}
-	mask := len(t.slots) - 1
-	for i, n := t.home(h), 0; n < len(t.slots); i, n = (i+1)&mask, n+1 {
-		s := &t.slots[i]
-		e := s.entry.Load()
-		if e == nil {
-			return
-		}
-		if e != deletedSlot && s.hash.Load() == h && e.key == key {
-			s.entry.Store(deletedSlot)
-			t.live--
-			return
-		}
+	if t, s, _ := ix.find(h, key); s != nil {
+		s.entry.Store(deletedSlot)
+		t.live--
 	}
 }
 
