@@ -64,7 +64,7 @@ func decodeText[T any](raw []byte, dst *T) bool {
 		}
 	case *[]byte:
 		if p, ok := stringOrBinary(raw); ok {
-			*d = append(make([]byte, 0, len(p)), p...)
+			*d = bytes.Clone(p)
 			return true
 		}
 	}
@@ -74,18 +74,19 @@ func decodeText[T any](raw []byte, dst *T) bool {
 // stringOrBinary returns the bytes of raw when it is one msgpack string or
 // binary, as a view.
 func stringOrBinary(raw []byte) ([]byte, bool) {
-	if len(raw) == 0 {
+	if len(raw) == 0 || !isString(raw[0]) && !isBinary(raw[0]) {
 		return nil, false
 	}
-	switch c := raw[0]; {
-	case msgpcode.IsFixedString(c), c == msgpcode.Str8, c == msgpcode.Str16, c == msgpcode.Str32,
-		c == msgpcode.Bin8, c == msgpcode.Bin16, c == msgpcode.Bin32:
-		r := msgReader{b: raw}
-		p, err := r.raw()
-		return p, err == nil && r.left() == 0
-	}
-	return nil, false
+	r := msgReader{b: raw}
+	p, err := r.raw()
+	return p, err == nil && r.left() == 0
 }
+
+func isString(c byte) bool {
+	return msgpcode.IsFixedString(c) || c == msgpcode.Str8 || c == msgpcode.Str16 || c == msgpcode.Str32
+}
+
+func isBinary(c byte) bool { return c == msgpcode.Bin8 || c == msgpcode.Bin16 || c == msgpcode.Bin32 }
 
 // decodeInto decodes raw into dst: strings, byte slices, integers, floats
 // and booleans stored as such here, everything else by msgpack.
@@ -152,7 +153,7 @@ func decodeValue(raw []byte) (any, error) {
 // decodeOwnedValue is decodeValue for raw that no one else holds: a
 // binary value is returned as a view of it, not a copy.
 func decodeOwnedValue(raw []byte) (any, error) {
-	if len(raw) > 0 && (raw[0] == msgpcode.Bin8 || raw[0] == msgpcode.Bin16 || raw[0] == msgpcode.Bin32) {
+	if len(raw) > 0 && isBinary(raw[0]) {
 		if p, ok := stringOrBinary(raw); ok {
 			return p, nil
 		}
@@ -200,12 +201,15 @@ func decodeScalar(raw []byte) (v any, ok bool) {
 		} else {
 			v, err = int64(u), e
 		}
-	case msgpcode.IsFixedString(c), c == msgpcode.Str8, c == msgpcode.Str16, c == msgpcode.Str32:
-		var p []byte
-		p, err = r.raw()
-		v = string(p)
-	case c == msgpcode.Bin8, c == msgpcode.Bin16, c == msgpcode.Bin32:
-		v, err = r.bytes()
+	case isString(c), isBinary(c):
+		p, ok := stringOrBinary(raw)
+		if !ok {
+			return nil, false
+		}
+		if isBinary(c) {
+			return bytes.Clone(p), true
+		}
+		return string(p), true
 	default:
 		return nil, false
 	}
