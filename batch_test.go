@@ -211,50 +211,27 @@ func FuzzDecodeBatch(f *testing.F) {
 // startBatchWriters is startWriters with batches: each writer puts, and now
 // and then deletes, 10 keys of its own at a time.
 func (c *cluster) startBatchWriters(l *ledger, writers, keysEach int) *load {
-	w := &load{stop: make(chan struct{})}
-	for g := range writers {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 11))
-			for i := int64(1); ; i++ {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				live := c.live()
-				n := live[rng.IntN(len(live))]
-				pairs := map[string]any{}
-				for range 10 {
-					pairs[fmt.Sprintf("bw%d-%d", g, rng.IntN(keysEach))] = i
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				v, err := i, error(nil)
-				if i%10 == 0 {
-					v, err = deletedValue, n.DeleteMulti(ctx, slices.Collect(maps.Keys(pairs)))
-				} else {
-					err = n.PutMulti(ctx, pairs, NoExpiry)
-				}
-				cancel()
-				var be *BatchError
-				errors.As(err, &be)
-				for k := range pairs {
-					keyErr := err
-					if be != nil {
-						keyErr = be.Keys[k] // nil: this key succeeded
-					}
-					l.record(k, v, keyErr)
-					if keyErr != nil && !errors.Is(keyErr, ErrNotFound) {
-						w.failed.Add(1)
-						w.firstErr.CompareAndSwap(nil, keyErr.Error())
-					}
-				}
-				w.ops.Add(int64(len(pairs)))
+	return c.runWriters(writers, 11, nil, func(ctx context.Context, w *load, n *Node, rng *rand.Rand, g int, i int64) {
+		pairs := map[string]any{}
+		for range 10 {
+			pairs[fmt.Sprintf("bw%d-%d", g, rng.IntN(keysEach))] = i
+		}
+		v, err := i, error(nil)
+		if i%10 == 0 {
+			v, err = deletedValue, n.DeleteMulti(ctx, slices.Collect(maps.Keys(pairs)))
+		} else {
+			err = n.PutMulti(ctx, pairs, NoExpiry)
+		}
+		var be *BatchError
+		errors.As(err, &be)
+		for k := range pairs {
+			keyErr := err
+			if be != nil {
+				keyErr = be.Keys[k] // nil: this key succeeded
 			}
-		}()
-	}
-	return w
+			w.note(l, k, v, keyErr)
+		}
+	})
 }
 
 // A batch's writes are acknowledged key by key, as single writes are: none

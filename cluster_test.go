@@ -268,12 +268,31 @@ type load struct {
 // deleting) keys of its own through a random one of via (default: the live
 // nodes), until halted.
 func (c *cluster) startWriters(l *ledger, writers, keysEach int, via ...*Node) *load {
+	return c.runWriters(writers, 7, via, func(ctx context.Context, w *load, n *Node, rng *rand.Rand, g int, i int64) {
+		key := fmt.Sprintf("w%d-%d", g, rng.IntN(keysEach))
+		var err error
+		v := i
+		if i%10 == 0 {
+			v = deletedValue
+			err = n.Delete(ctx, key)
+		} else {
+			err = n.Put(ctx, key, v, NoExpiry)
+		}
+		w.note(l, key, v, err)
+	})
+}
+
+// runWriters runs writers goroutines until halted. Each calls write over
+// and over (i counts its calls from 1) with a random one of via (default:
+// the live nodes), a context of 5 s and a random source seeded by its
+// number g and seed; write reports each key's outcome with note.
+func (c *cluster) runWriters(writers int, seed uint64, via []*Node, write func(ctx context.Context, w *load, n *Node, rng *rand.Rand, g int, i int64)) *load {
 	w := &load{stop: make(chan struct{})}
 	for g := range writers {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			rng := rand.New(rand.NewPCG(uint64(g), seed))
 			for i := int64(1); ; i++ {
 				select {
 				case <-w.stop:
@@ -285,29 +304,25 @@ func (c *cluster) startWriters(l *ledger, writers, keysEach int, via ...*Node) *
 					live = c.live()
 				}
 				n := live[rng.IntN(len(live))]
-				key := fmt.Sprintf("w%d-%d", g, rng.IntN(keysEach))
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				var err error
-				v := i
-				if i%10 == 0 {
-					v = deletedValue
-					err = n.Delete(ctx, key)
-				} else {
-					err = n.Put(ctx, key, v, NoExpiry)
-				}
+				write(ctx, w, n, rng, g, i)
 				cancel()
-				// A node stopped under the call (ErrClosed) may have sent
-				// the write already: like any failure, it may have applied.
-				l.record(key, v, err)
-				w.ops.Add(1)
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					w.failed.Add(1)
-					w.firstErr.CompareAndSwap(nil, err.Error())
-				}
 			}
 		}()
 	}
 	return w
+}
+
+// note records in l the outcome of writing v (deletedValue for a delete)
+// to key, and counts it. A node stopped under the call (ErrClosed) may have
+// sent the write already: like any failure, it may have applied.
+func (w *load) note(l *ledger, key string, v int64, err error) {
+	l.record(key, v, err)
+	w.ops.Add(1)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		w.failed.Add(1)
+		w.firstErr.CompareAndSwap(nil, err.Error())
+	}
 }
 
 // waitOps waits until the writers have done count more operations.
