@@ -15,7 +15,9 @@ import (
 // A coordinator changes the table only while it sees a majority of the
 // members of its current table (or the table has two members or fewer), so
 // that a node cut off from the rest cannot declare them dead, take their
-// partitions and accept writes the others never see.
+// partitions and accept writes the others never see. And it leaves out of
+// a table only members that fail to answer it directly, not those that
+// gossip reports dead on another's word (membership.go withAnswering).
 
 // tableTick is how often the table loop re-pushes the table to members
 // that have not confirmed it, and retries transfers and fetches.
@@ -126,6 +128,10 @@ func (n *Node) coordinate(st *coordinatorState) {
 		return
 	}
 	st.noQuorum = false
+	if live = n.withAnswering(cur, live); coordinatorOf(live).name != n.self.name {
+		st.active, st.readies = false, nil
+		return
+	}
 	next, targets := plan(cur, live, leaving, n.cfg.Replicas)
 	for _, r := range st.readies {
 		m := next.index(r.member)

@@ -156,7 +156,8 @@ type Node struct {
 	// we cannot take, so reading them races.
 	gossipMu    sync.Mutex
 	gossipPeers map[string]peer
-	peerCount   atomic.Int32 // len(gossipPeers), read without the lock
+	peerCount   atomic.Int32  // len(gossipPeers), read without the lock
+	probeWait   time.Duration // how long a member gossip calls gone gets to answer us (membership.go)
 
 	closed atomic.Bool
 	done   chan struct{} // closed when the node shuts down

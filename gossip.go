@@ -78,6 +78,7 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("ghost: start gossip: %w", err)
 	}
 	n.ml = ml
+	n.probeWait = mc.ProbeInterval
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -81,6 +82,52 @@ func (n *Node) liveView() ([]member, map[string]bool) {
 	n.gossipMu.Unlock()
 	slices.SortFunc(live, func(a, b member) int { return strings.Compare(a.name, b.name) })
 	return live, leaving
+}
+
+// withAnswering returns live with the members of t added that gossip
+// reports gone but that answer a direct ping. Gossip can report a death on
+// another member's word: a node coming back from a partition repeats the
+// deaths it declared while cut off, and the others believe them until the
+// member named refutes them, a gossip round later. A coordinator acting in
+// that window plans tables without a live member (or takes over from a
+// live coordinator), racing the true coordinator's tables with tables of
+// the same versions, and the writes acknowledged under the tables that
+// lose the race are lost. So a member is left out only once it fails to
+// answer us too. The probes run at once, each bounded by probeWait.
+func (n *Node) withAnswering(t *table, live []member) []member {
+	var gone []member
+	for _, m := range t.members {
+		if m.name != n.self.name && !slices.ContainsFunc(live, func(l member) bool { return l.name == m.name }) {
+			gone = append(gone, m)
+		}
+	}
+	if len(gone) == 0 {
+		return live
+	}
+	answered := make([]bool, len(gone))
+	var wg sync.WaitGroup
+	for i, m := range gone {
+		wg.Go(func() { answered[i] = n.answers(m) })
+	}
+	wg.Wait()
+	out := slices.Clone(live)
+	for i, m := range gone {
+		if answered[i] {
+			n.log.Debug("ghost: a member gossip reports gone still answers", "member", m.addr)
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// answers reports whether m answers a ping within probeWait, as itself
+// (not a process started since on its address).
+func (n *Node) answers(m member) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), n.probeWait)
+	defer cancel()
+	resp, err := n.peers.get(m.addr).call(ctx, &request{op: OpPing})
+	return err == nil && resp.status == statusOK && resp.msg == m.name
 }
 
 // coordinatorOf is the oldest of the live members.

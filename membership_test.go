@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 func TestLeaveIsSeenAtOnce(t *testing.T) {
@@ -140,5 +142,40 @@ func TestPeersFileFromURL(t *testing.T) {
 	missing.PeersFile = gone.URL + "/nodes.conf"
 	if _, err := Join(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("Join with a node list URL that answers 404: %v", err)
+	}
+}
+
+// A death heard second-hand (here: gossip's word, with no probe failed by
+// this node) must not make a member plan a table without the member named
+// while it still answers: that member may be the coordinator, publishing
+// tables of the same versions. Of two nodes, the younger is told the older
+// is dead; it would otherwise take over and drop it at once, since a table
+// of two members needs no majority to change.
+func TestRumouredDeathChangesNoTable(t *testing.T) {
+	c := newCluster(t, 2, false)
+	older, younger := c.nodes[0], c.nodes[1]
+	if coordinatorOf([]member{older.self, younger.self}).name != older.self.name {
+		t.Fatal("the first node started is not the coordinator")
+	}
+	before := younger.table.Load()
+	if len(before.members) != 2 {
+		t.Fatalf("the table has %d members, want 2", len(before.members))
+	}
+	younger.peerDown(&memberlist.Node{Name: older.name})
+	if live, _ := younger.liveView(); len(live) != 1 {
+		t.Fatalf("the younger node still sees %d members", len(live))
+	}
+	younger.coordinate(&coordinatorState{})
+	if after := younger.table.Load(); after.version != before.version || after.index(older.name) < 0 {
+		t.Fatalf("the younger node published table %d (%d members) on a rumour", after.version, len(after.members))
+	}
+
+	// The probe asks for the member by name: a process started since on
+	// its address is someone else.
+	if !younger.answers(older.self) {
+		t.Error("the older node does not answer as itself")
+	}
+	if younger.answers(member{name: "someone-else", addr: older.Addr()}) {
+		t.Error("a node answered for a member of another name")
 	}
 }

@@ -237,8 +237,10 @@ func (n *Node) serveFlush(_ context.Context, req *request) response {
 	return response{id: req.id, tver: n.table.Load().version}
 }
 
+// servePing answers with this node's name, so that a member probing it
+// directly (membership.go) knows who answered.
 func (n *Node) servePing(_ context.Context, req *request) response {
-	return response{id: req.id, tver: n.table.Load().version}
+	return response{id: req.id, tver: n.table.Load().version, msg: n.name}
 }
 
 func (n *Node) serveMetrics(_ context.Context, req *request) response {

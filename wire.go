@@ -95,7 +95,7 @@ type response struct {
 	id     uint64
 	status status
 	value  []byte // encoded value for get, encoded samples for metrics
-	msg    string // details of an error status
+	msg    string // details of an error status; a ping's answerer names itself
 	tver   uint64 // version of the responder's partition table
 }
 
