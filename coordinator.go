@@ -143,6 +143,7 @@ func (n *Node) coordinate(st *coordinatorState) {
 	if !next.sameLayout(cur) {
 		next.version = cur.version + 1
 		next.coordinator = n.self.name
+		next.parent = cur.coordinator
 		n.applyTable(next)
 		n.logMoves(cur, next)
 	}
@@ -327,11 +328,12 @@ func (n *Node) applyTable(t *table) bool {
 	// A node the others went on without (the far side of a split, a pause
 	// taken for a crash) was dropped from the table and maybe added again:
 	// its copies count for nothing in the new table, yet they may hold pairs
-	// no other node has (partitions started afresh without it). It hands
+	// no other node has (partitions started afresh without it). So may a
+	// node whose line of tables lost to another coordinator's. It hands
 	// them back to each partition's primary.
-	rejoined := t.self < 0 || t.members[t.self].since > cur.version
+	handBackAll := t.self < 0 || t.members[t.self].since > cur.version || t.abandons(cur)
 	for p := range t.owners {
-		if rejoined && cur.holds(p) {
+		if handBackAll && cur.holds(p) {
 			n.handBack(p)
 		}
 		if cur.holds(p) && !t.holds(p) {

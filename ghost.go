@@ -37,7 +37,7 @@ const MaxKeyLen = 250
 
 // ProtocolVersion is the version of the node-to-node protocol this release
 // speaks. Nodes of different versions do not join one cluster.
-const ProtocolVersion uint8 = 3
+const ProtocolVersion uint8 = 4
 
 // The errors of GhostDB calls. Test for them with errors.Is: the errors
 // returned wrap them with details.

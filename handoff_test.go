@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -218,6 +219,54 @@ func TestIsolatedNodeConvergesWhenHealed(t *testing.T) {
 	c.waitConverged()
 	w.halt()
 	checkLedger(t, c, l, w)
+}
+
+// Two coordinators at once publish two lines of tables, and one wins. The
+// writes acknowledged under the other must survive, even where the winning
+// line gives their partition to a member that never held them: the
+// members that leave the losing line hand their copies back. Here the
+// losing line keeps a partition where it was and takes a write, and the
+// winning table, of the same version, gives the partition to the third
+// node alone; the coordinator then plans the copies back, streamed from
+// that node.
+func TestWritesOfALosingLineOfTablesSurvive(t *testing.T) {
+	c := newCluster(t, 3, false)
+	ctx := context.Background()
+	c.waitConverged()
+	key := c.keyOwnedBy(c.nodes[1], "line")
+	cur := c.nodes[0].table.Load()
+	p := c.nodes[0].partitionOf(key)
+	third := -1
+	for i := range cur.members {
+		if !slices.Contains(cur.owners[p], i) {
+			third = i
+		}
+	}
+	if err := c.nodes[0].Put(ctx, key, 1, NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	applyEverywhere := func(tb *table) {
+		for _, n := range c.nodes {
+			n.applyTable(tb)
+		}
+	}
+	losing := *cur
+	losing.version, losing.coordinator, losing.parent = cur.version+1, "0 losing", cur.coordinator
+	applyEverywhere(&losing)
+	if err := c.nodes[0].Put(ctx, key, 2, NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	winning := losing
+	winning.coordinator = "~ winning"
+	winning.owners = slices.Clone(cur.owners)
+	winning.owners[p] = []int{third}
+	applyEverywhere(&winning)
+	c.waitConverged()
+	for _, n := range c.nodes {
+		if it, err := n.Get(ctx, key); err != nil || it.Value != int64(2) {
+			t.Errorf("Get via %s: %v, %v; want 2", n.Addr(), it.Value, err)
+		}
+	}
 }
 
 // A stalled primary (a SIGSTOP, a long pause) that comes back still holding

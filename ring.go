@@ -51,6 +51,7 @@ func older(a, b member) bool {
 type table struct {
 	version     uint64
 	coordinator string   // name of the member that published it
+	parent      string   // coordinator of the table of version-1 it was planned from
 	members     []member // sorted by name
 	owners      [][]int  // per partition: in-sync copies, indices into members, primary first
 	pending     [][]int  // per partition: members being filled, not yet in sync
@@ -88,6 +89,24 @@ func (t *table) newerThan(o *table) bool {
 		return t.version > o.version
 	}
 	return t.coordinator > o.coordinator
+}
+
+// abandons reports whether applying t, newer than cur, leaves cur's line
+// of tables: t has cur's version (another coordinator's, preferred by
+// name), or the next one but planned from another table of cur's version.
+// Two coordinators at once (membership views that disagree for a moment)
+// publish such lines, and the writes acknowledged under the line that
+// loses may be on none of the holders the winning line gives their
+// partitions. A table further ahead cannot be told apart from a
+// continuation, and counts as one.
+func (t *table) abandons(cur *table) bool {
+	switch t.version {
+	case cur.version:
+		return t.coordinator != cur.coordinator
+	case cur.version + 1:
+		return t.parent != cur.coordinator
+	}
+	return false
 }
 
 // primary is the index of partition p's primary.
@@ -271,13 +290,14 @@ type tableWire struct {
 	_msgpack    struct{} `msgpack:",as_array"`
 	Version     uint64
 	Coordinator string
+	Parent      string
 	Members     [][4]any // name, addr, start, since
 	Owners      [][]uint16
 	Pending     [][]uint16
 }
 
 func encodeTable(t *table) []byte {
-	w := tableWire{Version: t.version, Coordinator: t.coordinator, Owners: make([][]uint16, len(t.owners)), Pending: make([][]uint16, len(t.pending))}
+	w := tableWire{Version: t.version, Coordinator: t.coordinator, Parent: t.parent, Owners: make([][]uint16, len(t.owners)), Pending: make([][]uint16, len(t.pending))}
 	for _, m := range t.members {
 		w.Members = append(w.Members, [4]any{m.name, m.addr, m.start, m.since})
 	}
@@ -310,7 +330,7 @@ func decodeTable(b []byte, partitions int) (*table, error) {
 }
 
 func readTable(r *msgReader, partitions int) (*table, error) {
-	if n, err := r.arrayLen(); err != nil || n != 5 {
+	if n, err := r.arrayLen(); err != nil || n != 6 {
 		return nil, fmt.Errorf("%d fields (%v)", n, err)
 	}
 	t := &table{owners: make([][]int, partitions), pending: make([][]int, partitions)}
@@ -319,6 +339,9 @@ func readTable(r *msgReader, partitions int) (*table, error) {
 		return nil, err
 	}
 	if t.coordinator, err = r.str(); err != nil {
+		return nil, err
+	}
+	if t.parent, err = r.str(); err != nil {
 		return nil, err
 	}
 	count, err := r.arrayLen()

@@ -108,11 +108,12 @@ func TestPlanHandsOffALeavingMember(t *testing.T) {
 func TestTableCodec(t *testing.T) {
 	tb := grow(t, 5, 3)
 	tb.pending[7] = []int{4}
+	tb.coordinator, tb.parent = "c2", "c1"
 	got, err := decodeTable(encodeTable(tb), 271)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.version != tb.version || !got.sameLayout(tb) {
+	if got.version != tb.version || got.coordinator != tb.coordinator || got.parent != tb.parent || !got.sameLayout(tb) {
 		t.Fatal("the table changed on its way")
 	}
 	for name, b := range map[string][]byte{
@@ -131,5 +132,24 @@ func TestTableCodec(t *testing.T) {
 	bad.owners[3] = []int{9}
 	if _, err := decodeTable(encodeTable(bad), 271); err == nil {
 		t.Error("a member index out of range was accepted")
+	}
+}
+
+func TestAbandonsTellsLinesOfTablesApart(t *testing.T) {
+	cur := &table{version: 7, coordinator: "a"}
+	for _, tc := range []struct {
+		name string
+		next table
+		want bool
+	}{
+		{"the next table planned from cur", table{version: 8, coordinator: "a", parent: "a"}, false},
+		{"the next table from a new coordinator that had cur", table{version: 8, coordinator: "b", parent: "a"}, false},
+		{"the next table planned from another table of cur's version", table{version: 8, coordinator: "a", parent: "b"}, true},
+		{"another coordinator's table of cur's version", table{version: 7, coordinator: "b"}, true},
+		{"a table further ahead", table{version: 10, coordinator: "b", parent: "c"}, false},
+	} {
+		if got := tc.next.abandons(cur); got != tc.want {
+			t.Errorf("%s: abandons = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
