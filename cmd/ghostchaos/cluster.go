@@ -63,12 +63,13 @@ type cluster struct {
 	// want is the membership the cluster should converge to: the hosts
 	// that are members once the fault is healed.
 	want     []*host
+	victim   *host                             // the host the fault strikes
 	frozen   bool                              // the writers leave their warm keys alone
 	cleanups []func(ctx context.Context) error // undo faults, last first
 }
 
 func newCluster(s *suite) *cluster {
-	return &cluster{s: s, rec: newRecorder(), procs: map[int]*proc{}, want: s.mainHosts()}
+	return &cluster{s: s, rec: newRecorder(), procs: map[int]*proc{}, want: s.mainHosts(), victim: s.victim()}
 }
 
 // start starts a node process on h and waits until it serves; with

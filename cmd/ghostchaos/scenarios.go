@@ -10,13 +10,16 @@ import (
 
 // The scenarios: each applies one fault to a running, loaded cluster,
 // holds it, and heals it; the runner (suite.go) does the rest. The victim
-// is the last host; every host runs writers and readers.
+// is the last host, the youngest member, or for the scenarios named
+// *coord the first, the oldest: the coordinator, which publishes the
+// partition tables. Every host runs writers and readers.
 
 // scenario is one fault.
 type scenario struct {
-	name  string
-	about string
-	fault func(ctx context.Context, c *cluster, f *faultRun) error
+	name        string
+	about       string
+	fault       func(ctx context.Context, c *cluster, f *faultRun) error
+	coordinator bool // the victim is the coordinator
 }
 
 // faultRun is what a fault reports to the runner.
@@ -38,15 +41,18 @@ func (f *faultRun) note(format string, a ...any) {
 const maxDetect = 30 * time.Second
 
 var scenarios = []scenario{
-	{"kill", "SIGKILL one node under load; after the fault a new process starts on its address", faultKill},
-	{"pause", "SIGSTOP one node until the others declare it dead, and 1s more; then SIGCONT: it returns with stale state", faultPause},
-	{"restart", "graceful restart of one node: Leave, then a new process on the same address", faultRestart},
-	{"rolling", "rolling restart of every node: Leave, a new process on the same address, wait until converged and Safe, next", faultRolling},
-	{"partition", "one node cut off from all others, both ways (iptables DROP)", faultPartition},
-	{"split", "a 2/3 split: two nodes cut off from the other three", faultSplit},
-	{"oneway", "one-way partition: one node receives nothing from the others, which still receive from it", faultOneWay},
-	{"lossy", "one node's link loses packets and adds latency, each way", faultLossy},
-	{"joinleave", "a new node joins under load, serves for the fault's length, and leaves gracefully", faultJoinLeave},
+	{"kill", "SIGKILL one node under load; after the fault a new process starts on its address", faultKill, false},
+	{"pause", "SIGSTOP one node until the others declare it dead, and 1s more; then SIGCONT: it returns with stale state", faultPause, false},
+	{"restart", "graceful restart of one node: Leave, then a new process on the same address", faultRestart, false},
+	{"rolling", "rolling restart of every node: Leave, a new process on the same address, wait until converged and Safe, next", faultRolling, false},
+	{"partition", "one node cut off from all others, both ways (iptables DROP)", faultPartition, false},
+	{"split", "a 2/3 split: two nodes cut off from the other three", faultSplit, false},
+	{"oneway", "one-way partition: one node receives nothing from the others, which still receive from it", faultOneWay, false},
+	{"lossy", "one node's link loses packets and adds latency, each way", faultLossy, false},
+	{"joinleave", "a new node joins under load, serves for the fault's length, and leaves gracefully", faultJoinLeave, false},
+	{"killcoord", "SIGKILL the coordinator (the oldest member, which publishes the partition tables); a new process starts on its address", faultKill, true},
+	{"pausecoord", "SIGSTOP the coordinator until the others declare it dead, and 1s more; then SIGCONT: it returns believing it still coordinates", faultPause, true},
+	{"partcoord", "the coordinator cut off from all others, both ways, while it publishes tables", faultPartition, true},
 }
 
 // others returns the main hosts but h.
@@ -88,7 +94,7 @@ func (c *cluster) watchDetect(ctx context.Context, f *faultRun, limit time.Durat
 }
 
 func faultKill(ctx context.Context, c *cluster, f *faultRun) error {
-	v := c.s.victim()
+	v := c.victim
 	c.kill(v)
 	if err := c.watchDetect(ctx, f, c.s.opts.timing.Fault, c.others(v)); err != nil {
 		return err
@@ -100,7 +106,7 @@ func faultKill(ctx context.Context, c *cluster, f *faultRun) error {
 }
 
 func faultPause(ctx context.Context, c *cluster, f *faultRun) error {
-	v := c.s.victim()
+	v := c.victim
 	p := c.procs[v.num]
 	if err := p.signal(syscall.SIGSTOP); err != nil {
 		return err
@@ -119,7 +125,7 @@ func faultPause(ctx context.Context, c *cluster, f *faultRun) error {
 }
 
 func faultRestart(ctx context.Context, c *cluster, f *faultRun) error {
-	v := c.s.victim()
+	v := c.victim
 	if err := c.leave(ctx, v); err != nil {
 		return err
 	}
@@ -154,7 +160,7 @@ func (c *cluster) healLater(h *host) {
 }
 
 func faultPartition(ctx context.Context, c *cluster, f *faultRun) error {
-	v := c.s.victim()
+	v := c.victim
 	c.healLater(v)
 	if err := c.s.nw.isolate(ctx, v, c.others(v)); err != nil {
 		return err
@@ -196,7 +202,7 @@ func faultSplit(ctx context.Context, c *cluster, f *faultRun) error {
 }
 
 func faultOneWay(ctx context.Context, c *cluster, f *faultRun) error {
-	v := c.s.victim()
+	v := c.victim
 	c.healLater(v)
 	if err := c.s.nw.deafen(ctx, v, c.others(v)); err != nil {
 		return err
@@ -211,7 +217,7 @@ func faultOneWay(ctx context.Context, c *cluster, f *faultRun) error {
 }
 
 func faultLossy(ctx context.Context, c *cluster, f *faultRun) error {
-	v := c.s.victim()
+	v := c.victim
 	im, err := c.s.nw.impair(ctx, v, c.s.opts.impair, c.startDelayer)
 	if err != nil {
 		return err

@@ -77,6 +77,9 @@ func (s *suite) runScenario(ctx context.Context, sc scenario) *result {
 	res := &result{Name: sc.name, About: sc.about}
 	began := time.Now()
 	c := newCluster(s)
+	if sc.coordinator {
+		c.victim = s.mainHosts()[0] // started first
+	}
 	var ph phases
 	err := s.drive(ctx, sc, c, res, &ph)
 	c.teardown()
