@@ -157,6 +157,7 @@ type expectation struct {
 	// explain: a NOT_STORED for a key that must have been absent, a
 	// NOT_FOUND for one that must have been held.
 	contradictions int
+	contradicted   string // the first of them, for the report
 }
 
 func (e *expectation) allows(present bool, value string) bool {
@@ -204,6 +205,9 @@ func (e *expectation) apply(op *ledgerOp) {
 	// REMOVED and NOT_STORED a value, NOT_FOUND and an Add's STORED none.
 	heldBefore := op.Result == outcomeNotStored || op.Kind == opDelete && op.Result == outcomeOK
 	if heldBefore && !held || !heldBefore && op.Kind != opPut && !e.absent {
+		if e.contradictions == 0 {
+			e.contradicted = fmt.Sprintf("%s %q answered %s (op %d of epoch %d) where the ledger allowed %s", op.Kind, op.Value, op.Result, op.ID, op.Epoch, e)
+		}
 		e.contradictions++
 	}
 	switch {
@@ -248,7 +252,8 @@ type checkResult struct {
 	Unreadable  int      `json:"unreadable"`  // keys some host could not read at all
 	Disagree    int      `json:"disagree"`    // keys the hosts read differently (errors aside)
 	Odd         int      `json:"contradictions,omitempty"`
-	Examples    []string `json:"examples,omitempty"` // a few of the wrong reads
+	OddExamples []string `json:"contradiction_examples,omitempty"` // the first contradiction of a few keys
+	Examples    []string `json:"examples,omitempty"`               // a few of the wrong reads
 	// ByClass splits Keys, Lost and Stale by key class (protocol.go).
 	ByClass map[string]*classCounts `json:"by_class,omitempty"`
 }
@@ -272,6 +277,9 @@ func (l *ledger) check(byHost map[string]map[string]readResult) checkResult {
 		e := l.expect(key)
 		res.Keys++
 		res.Odd += e.contradictions
+		if e.contradictions > 0 && len(res.OddExamples) < maxExamples {
+			res.OddExamples = append(res.OddExamples, key+": "+e.contradicted)
+		}
 		wrong := map[string]bool{}
 		var reads []readResult // distinct reads, in host order
 		where := map[readResult][]string{}

@@ -170,6 +170,9 @@ func writeTable(w io.Writer, results []*result) {
 		}
 		if r.Check.Odd > 0 {
 			lines = append(lines, fmt.Sprintf("%d acknowledged results contradicted the ledger while the load ran (NOT_FOUND for a key that must be held, REMOVED or NOT_STORED for one that must be absent)", r.Check.Odd))
+			for _, ex := range r.Check.OddExamples {
+				lines = append(lines, "  "+ex)
+			}
 		}
 		if r.Check.Unreadable > 0 {
 			lines = append(lines, fmt.Sprintf("%d keys could not be read on some host", r.Check.Unreadable))
