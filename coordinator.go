@@ -143,7 +143,7 @@ func (n *Node) coordinate(st *coordinatorState) {
 	if !next.sameLayout(cur) {
 		next.version = cur.version + 1
 		next.coordinator = n.self.name
-		next.parent = cur.coordinator
+		next.line = cur.following()
 		n.applyTable(next)
 		n.logMoves(cur, next)
 	}

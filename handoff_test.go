@@ -230,42 +230,52 @@ func TestIsolatedNodeConvergesWhenHealed(t *testing.T) {
 // node alone; the coordinator then plans the copies back, streamed from
 // that node.
 func TestWritesOfALosingLineOfTablesSurvive(t *testing.T) {
-	c := newCluster(t, 3, false)
-	ctx := context.Background()
-	c.waitConverged()
-	key := c.keyOwnedBy(c.nodes[1], "line")
-	cur := c.nodes[0].table.Load()
-	p := c.nodes[0].partitionOf(key)
-	third := -1
-	for i := range cur.members {
-		if !slices.Contains(cur.owners[p], i) {
-			third = i
-		}
-	}
-	if err := c.nodes[0].Put(ctx, key, 1, NoExpiry); err != nil {
-		t.Fatal(err)
-	}
-	applyEverywhere := func(tb *table) {
-		for _, n := range c.nodes {
-			n.applyTable(tb)
-		}
-	}
-	losing := *cur
-	losing.version, losing.coordinator, losing.parent = cur.version+1, "0 losing", cur.coordinator
-	applyEverywhere(&losing)
-	if err := c.nodes[0].Put(ctx, key, 2, NoExpiry); err != nil {
-		t.Fatal(err)
-	}
-	winning := losing
-	winning.coordinator = "~ winning"
-	winning.owners = slices.Clone(cur.owners)
-	winning.owners[p] = []int{third}
-	applyEverywhere(&winning)
-	c.waitConverged()
-	for _, n := range c.nodes {
-		if it, err := n.Get(ctx, key); err != nil || it.Value != int64(2) {
-			t.Errorf("Get via %s: %v, %v; want 2", n.Addr(), it.Value, err)
-		}
+	// ahead: how many versions the winning table is past the losing one's
+	// (0: the same version, won on its coordinator's name), the tables
+	// between missed by every node.
+	for _, ahead := range []uint64{0, 3} {
+		t.Run(fmt.Sprint("ahead=", ahead), func(t *testing.T) {
+			c := newCluster(t, 3, false)
+			ctx := context.Background()
+			c.waitConverged()
+			key := c.keyOwnedBy(c.nodes[1], "line")
+			cur := c.nodes[0].table.Load()
+			p := c.nodes[0].partitionOf(key)
+			third := -1
+			for i := range cur.members {
+				if !slices.Contains(cur.owners[p], i) {
+					third = i
+				}
+			}
+			if err := c.nodes[0].Put(ctx, key, 1, NoExpiry); err != nil {
+				t.Fatal(err)
+			}
+			applyEverywhere := func(tb *table) {
+				for _, n := range c.nodes {
+					n.applyTable(tb)
+				}
+			}
+			losing := *cur
+			losing.version, losing.coordinator, losing.line = cur.version+1, "0 losing", cur.following()
+			applyEverywhere(&losing)
+			if err := c.nodes[0].Put(ctx, key, 2, NoExpiry); err != nil {
+				t.Fatal(err)
+			}
+			winning := *cur
+			winning.version, winning.coordinator, winning.line = cur.version+1, "~ winning", cur.following()
+			for range ahead {
+				winning.version, winning.line = winning.version+1, winning.following()
+			}
+			winning.owners = slices.Clone(cur.owners)
+			winning.owners[p] = []int{third}
+			applyEverywhere(&winning)
+			c.waitConverged()
+			for _, n := range c.nodes {
+				if it, err := n.Get(ctx, key); err != nil || it.Value != int64(2) {
+					t.Errorf("Get via %s: %v, %v; want 2", n.Addr(), it.Value, err)
+				}
+			}
+		})
 	}
 }
 

@@ -51,7 +51,7 @@ func older(a, b member) bool {
 type table struct {
 	version     uint64
 	coordinator string   // name of the member that published it
-	parent      string   // coordinator of the table of version-1 it was planned from
+	line        []string // coordinators of the tables before it: line[i] published version-1-i
 	members     []member // sorted by name
 	owners      [][]int  // per partition: in-sync copies, indices into members, primary first
 	pending     [][]int  // per partition: members being filled, not yet in sync
@@ -91,22 +91,28 @@ func (t *table) newerThan(o *table) bool {
 	return t.coordinator > o.coordinator
 }
 
+// lineLength is how many tables back a table names its line.
+const lineLength = 16
+
 // abandons reports whether applying t, newer than cur, leaves cur's line
-// of tables: t has cur's version (another coordinator's, preferred by
-// name), or the next one but planned from another table of cur's version.
-// Two coordinators at once (membership views that disagree for a moment)
+// of tables: t has cur's version but another coordinator (preferred by
+// name), or names another coordinator for cur's version in its line. Two
+// coordinators at once (membership views that disagree for a moment)
 // publish such lines, and the writes acknowledged under the line that
 // loses may be on none of the holders the winning line gives their
-// partitions. A table further ahead cannot be told apart from a
-// continuation, and counts as one.
+// partitions. A table more than lineLength versions ahead cannot be told
+// apart from a continuation, and counts as one.
 func (t *table) abandons(cur *table) bool {
-	switch t.version {
-	case cur.version:
+	if t.version == cur.version {
 		return t.coordinator != cur.coordinator
-	case cur.version + 1:
-		return t.parent != cur.coordinator
 	}
-	return false
+	back := t.version - cur.version // ≥ 1: t is newer
+	return back <= uint64(len(t.line)) && t.line[back-1] != cur.coordinator
+}
+
+// following returns the line of the table planned from t.
+func (t *table) following() []string {
+	return append([]string{t.coordinator}, t.line[:min(len(t.line), lineLength-1)]...)
 }
 
 // primary is the index of partition p's primary.
@@ -290,14 +296,14 @@ type tableWire struct {
 	_msgpack    struct{} `msgpack:",as_array"`
 	Version     uint64
 	Coordinator string
-	Parent      string
+	Line        []string
 	Members     [][4]any // name, addr, start, since
 	Owners      [][]uint16
 	Pending     [][]uint16
 }
 
 func encodeTable(t *table) []byte {
-	w := tableWire{Version: t.version, Coordinator: t.coordinator, Parent: t.parent, Owners: make([][]uint16, len(t.owners)), Pending: make([][]uint16, len(t.pending))}
+	w := tableWire{Version: t.version, Coordinator: t.coordinator, Line: append([]string{}, t.line...), Owners: make([][]uint16, len(t.owners)), Pending: make([][]uint16, len(t.pending))}
 	for _, m := range t.members {
 		w.Members = append(w.Members, [4]any{m.name, m.addr, m.start, m.since})
 	}
@@ -341,8 +347,15 @@ func readTable(r *msgReader, partitions int) (*table, error) {
 	if t.coordinator, err = r.str(); err != nil {
 		return nil, err
 	}
-	if t.parent, err = r.str(); err != nil {
-		return nil, err
+	lineCount, err := r.arrayLen()
+	if err != nil || lineCount > lineLength {
+		return nil, fmt.Errorf("a line of %d tables (%v)", lineCount, err)
+	}
+	t.line = make([]string, lineCount)
+	for i := range t.line {
+		if t.line[i], err = r.str(); err != nil {
+			return nil, err
+		}
 	}
 	count, err := r.arrayLen()
 	if err != nil || count == 0 {

@@ -108,12 +108,12 @@ func TestPlanHandsOffALeavingMember(t *testing.T) {
 func TestTableCodec(t *testing.T) {
 	tb := grow(t, 5, 3)
 	tb.pending[7] = []int{4}
-	tb.coordinator, tb.parent = "c2", "c1"
+	tb.coordinator, tb.line = "c2", []string{"c1", "c0"}
 	got, err := decodeTable(encodeTable(tb), 271)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.version != tb.version || got.coordinator != tb.coordinator || got.parent != tb.parent || !got.sameLayout(tb) {
+	if got.version != tb.version || got.coordinator != tb.coordinator || !slices.Equal(got.line, tb.line) || !got.sameLayout(tb) {
 		t.Fatal("the table changed on its way")
 	}
 	for name, b := range map[string][]byte{
@@ -136,20 +136,30 @@ func TestTableCodec(t *testing.T) {
 }
 
 func TestAbandonsTellsLinesOfTablesApart(t *testing.T) {
-	cur := &table{version: 7, coordinator: "a"}
+	cur := &table{version: 7, coordinator: "a", line: []string{"a", "z"}}
+	next := &table{version: 8, coordinator: "b", line: cur.following()}
+	if !slices.Equal(next.line, []string{"a", "a", "z"}) {
+		t.Fatalf("the line of the table after cur is %v", next.line)
+	}
 	for _, tc := range []struct {
 		name string
 		next table
 		want bool
 	}{
-		{"the next table planned from cur", table{version: 8, coordinator: "a", parent: "a"}, false},
-		{"the next table from a new coordinator that had cur", table{version: 8, coordinator: "b", parent: "a"}, false},
-		{"the next table planned from another table of cur's version", table{version: 8, coordinator: "a", parent: "b"}, true},
+		{"the next table planned from cur", table{version: 8, coordinator: "a", line: []string{"a"}}, false},
+		{"the next table from a new coordinator that had cur", *next, false},
+		{"the next table planned from another table of cur's version", table{version: 8, coordinator: "a", line: []string{"b"}}, true},
 		{"another coordinator's table of cur's version", table{version: 7, coordinator: "b"}, true},
-		{"a table further ahead", table{version: 10, coordinator: "b", parent: "c"}, false},
+		{"a table of cur's line further ahead", table{version: 10, coordinator: "b", line: []string{"b", "b", "a"}}, false},
+		{"a table of another line further ahead", table{version: 10, coordinator: "b", line: []string{"b", "b", "b"}}, true},
+		{"a table beyond its line's length", table{version: 10, coordinator: "b", line: []string{"b"}}, false},
 	} {
 		if got := tc.next.abandons(cur); got != tc.want {
 			t.Errorf("%s: abandons = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+	long := &table{version: 100, coordinator: "a", line: make([]string, lineLength)}
+	if got := len(long.following()); got != lineLength {
+		t.Errorf("a line grew to %d tables, want at most %d", got, lineLength)
 	}
 }
