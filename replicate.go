@@ -54,6 +54,15 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op == OpAdd)
 		wrote = done
 	}
+	pair := pairCopy{key: req.key, value: req.value, expires: expires, version: version, tombstone: req.op == OpDelete}
+	if !wrote {
+		// Nothing written: the answer (NOT_STORED, or NOT_FOUND on a
+		// tombstone) rests on the key's entry. When that is a write of
+		// ours the copies never confirmed (it failed: a copy was cut
+		// off), the copies may not hold it, so it is sent again, and the
+		// answer acknowledged only once they have it.
+		pair, wrote = n.store.unconfirmedLocked(pt, req.key)
+	}
 	pt.mu.Unlock()
 	n.store.evict()
 	n.countWrite(req.op, done)
@@ -67,13 +76,13 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if !wrote {
 		return resp
 	}
-	replica := request{op: opReplicate, key: req.key, value: req.value, ttl: expires, tver: t.version, ver: version}
-	if req.op == OpDelete {
+	replica := request{op: opReplicate, key: pair.key, value: pair.value, ttl: pair.expires, tver: t.version, ver: pair.version}
+	if pair.tombstone {
 		replica.value, replica.flags = nil, flagTombstone
 	}
 	err := n.replicateWrite(ctx, p, t, &replica)
 	if err == nil {
-		n.store.confirm(p, req.key, version)
+		n.store.confirm(p, req.key, pair.version)
 	} else {
 		resp.status, resp.msg = statusReplicaFailed, err.Error() // NOT_FOUND too: not acknowledged
 		if now := n.table.Load(); !now.isPrimary(p) && req.op != OpAdd {

@@ -157,3 +157,52 @@ func TestAntiEntropyRepairsABackup(t *testing.T) {
 		t.Fatal("no resync was counted")
 	}
 }
+
+// An answer that rests on a write the copies never confirmed is not the
+// copies' answer: a delete that finds its own failed delete's tombstone, or
+// an Add that finds a failed put's pair, must not be acknowledged as
+// NOT_FOUND or NOT_STORED until the copies have that entry. (A node cut off
+// from its copies answered NOT_FOUND for keys the rest of the cluster
+// still held, so the fault suite found.)
+func TestAnswersOnUnconfirmedWritesWaitForTheCopies(t *testing.T) {
+	c := newCluster(t, 2, false, func(cfg *Config) { cfg.RequestTimeout = 400 * time.Millisecond })
+	ctx := context.Background()
+	primary, backup := c.nodes[0], c.nodes[1]
+	deleted := c.keyOwnedBy(primary, "deleted")
+	added := c.keyOwnedBy(primary, "added")
+	if err := primary.Put(ctx, deleted, 1, NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Isolate(backup.Addr())
+	for i := range 2 {
+		if err := primary.Delete(ctx, deleted); !errors.Is(err, ErrReplication) {
+			t.Errorf("delete %d with the copy cut off: %v, want ErrReplication", i+1, err)
+		}
+	}
+	if err := primary.Put(ctx, added, 1, NoExpiry); !errors.Is(err, ErrReplication) {
+		t.Errorf("put with the copy cut off: %v, want ErrReplication", err)
+	}
+	if err := primary.Add(ctx, added, 2, NoExpiry); !errors.Is(err, ErrReplication) {
+		t.Errorf("add with the copy cut off: %v, want ErrReplication", err)
+	}
+	c.net.Heal(backup.Addr())
+	// The same calls, with the copy back, are answered once it has the
+	// entries they rest on.
+	waitFor(t, 10*time.Second, func() error {
+		if err := primary.Delete(ctx, deleted); !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("delete: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	if err := primary.Add(ctx, added, 2, NoExpiry); !errors.Is(err, ErrNotStored) {
+		t.Errorf("add: %v, want ErrNotStored", err)
+	}
+	p := backup.partitionOf(deleted)
+	if _, ok := backup.store.get(p, deleted); ok {
+		t.Error("the copy still holds the deleted key")
+	}
+	raw, ok := backup.store.get(backup.partitionOf(added), added)
+	if v, err := decodeValue(raw); !ok || err != nil || v != int64(1) {
+		t.Errorf("the copy holds %v (%v) for the added key, want the put's 1", v, err)
+	}
+}

@@ -191,6 +191,18 @@ func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive
 	return wasLive, true
 }
 
+// unconfirmedLocked returns key's entry in pt, whose lock is held, as a
+// copy when this node decided it as a primary and its copies have not
+// confirmed it: an answer that rests on it (an Add's NOT_STORED, a
+// delete's NOT_FOUND on its tombstone) is not the copies' answer yet.
+func (s *store) unconfirmedLocked(pt *partition, key string) (pairCopy, bool) {
+	e := pt.load(key)
+	if e == nil || !e.unconfirmed {
+		return pairCopy{}, false
+	}
+	return pairCopy{key: e.key, value: e.value, expires: e.expires, version: e.version, tombstone: e.tombstone}, true
+}
+
 // set stores value under key with a fresh version, confirmed; see
 // setLocked.
 func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent bool) bool {
