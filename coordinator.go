@@ -15,9 +15,10 @@ import (
 // A coordinator changes the table only while it sees a majority of the
 // members of its current table (or the table has two members or fewer), so
 // that a node cut off from the rest cannot declare them dead, take their
-// partitions and accept writes the others never see. And it leaves out of
-// a table only members that fail to answer it directly, not those that
-// gossip reports dead on another's word (membership.go withAnswering).
+// partitions and accept writes the others never see. Before it publishes a
+// change it asks the members directly too: a majority must answer, and it
+// leaves out only members that fail to answer, not those that gossip
+// reports dead on another's word (membership.go reach, withAnswering).
 
 // tableTick is how often the table loop re-pushes the table to members
 // that have not confirmed it, and retries transfers and fetches.
@@ -29,10 +30,11 @@ const readyBatch = 10 * time.Millisecond
 
 // coordinatorState is the table loop's own state; only the loop touches it.
 type coordinatorState struct {
-	active   bool            // this node was the coordinator at the last step
-	readies  []readyReport   // transfers done, to fold into the next table
-	known    map[string]bool // the live members at the last step
-	noQuorum bool            // the last step found no quorum (logged once)
+	active    bool            // this node was the coordinator at the last step
+	readies   []readyReport   // transfers done, to fold into the next table
+	known     map[string]bool // the live members at the last step
+	noQuorum  bool            // the last step found no quorum (logged once)
+	unreached bool            // the last change found no majority answering (logged once)
 }
 
 // readyReport says that member's copy of partition is filled.
@@ -128,15 +130,30 @@ func (n *Node) coordinate(st *coordinatorState) {
 		return
 	}
 	st.noQuorum = false
-	if live = n.withAnswering(cur, live); coordinatorOf(live).name != n.self.name {
-		st.active, st.readies = false, nil
-		return
-	}
-	next, targets := plan(cur, live, leaving, n.cfg.Replicas)
-	for _, r := range st.readies {
-		m := next.index(r.member)
-		if m >= 0 && slices.Contains(next.pending[r.partition], m) {
-			next = next.promote(r.partition, m, targets)
+	next := n.plan(cur, live, leaving, st.readies)
+	if !next.sameLayout(cur) {
+		// Before a change goes out, the members of the table are asked
+		// directly (reach): a majority of them must answer, and those that
+		// answer count as live whatever gossip says (see withAnswering).
+		// Gossip alone would let a coordinator cut off from the rest drop
+		// them one at a time as it declares each dead (each step keeping a
+		// majority of the table before it), until it held every partition
+		// alone and acknowledged writes that no other node saw.
+		answered := n.reach(cur)
+		if len(cur.members) > 2 && 2*len(answered) <= len(cur.members) {
+			if !st.unreached {
+				n.log.Warn("ghost: coordinator reaches too few members of the table to change it", "answered", len(answered), "table", len(cur.members))
+			}
+			st.unreached = true
+			return
+		}
+		st.unreached = false
+		if more := withAnswering(cur, live, answered); len(more) > len(live) {
+			if live = more; coordinatorOf(live).name != n.self.name {
+				st.active, st.readies = false, nil
+				return
+			}
+			next = n.plan(cur, live, leaving, st.readies)
 		}
 	}
 	st.readies = nil
@@ -148,6 +165,19 @@ func (n *Node) coordinate(st *coordinatorState) {
 		n.logMoves(cur, next)
 	}
 	n.pushTable()
+}
+
+// plan plans the table after cur for the live members, with the copies
+// reported ready in sync.
+func (n *Node) plan(cur *table, live []member, leaving map[string]bool, readies []readyReport) *table {
+	next, targets := plan(cur, live, leaving, n.cfg.Replicas)
+	for _, r := range readies {
+		m := next.index(r.member)
+		if m >= 0 && slices.Contains(next.pending[r.partition], m) {
+			next = next.promote(r.partition, m, targets)
+		}
+	}
+	return next
 }
 
 // hasQuorum reports whether the live members include a majority of t's.

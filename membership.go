@@ -85,39 +85,45 @@ func (n *Node) liveView() ([]member, map[string]bool) {
 }
 
 // withAnswering returns live with the members of t added that gossip
-// reports gone but that answer a direct ping. Gossip can report a death on
-// another member's word: a node coming back from a partition repeats the
-// deaths it declared while cut off, and the others believe them until the
-// member named refutes them, a gossip round later. A coordinator acting in
-// that window plans tables without a live member (or takes over from a
-// live coordinator), racing the true coordinator's tables with tables of
-// the same versions, and the writes acknowledged under the tables that
-// lose the race are lost. So a member is left out only once it fails to
-// answer us too. The probes run at once, each bounded by probeWait.
-func (n *Node) withAnswering(t *table, live []member) []member {
-	var gone []member
+// reports gone but that answered a direct ping (reach). Gossip can report
+// a death on another member's word: a node coming back from a partition
+// repeats the deaths it declared while cut off, and the others believe
+// them until the member named refutes them, a gossip round later. A
+// coordinator acting in that window plans tables without a live member
+// (or takes over from a live coordinator), racing the true coordinator's
+// tables with tables of the same versions, and the writes acknowledged
+// under the tables that lose the race are lost. So a member is left out
+// only once it fails to answer too.
+func withAnswering(t *table, live []member, answered map[string]bool) []member {
+	out := live
 	for _, m := range t.members {
-		if m.name != n.self.name && !slices.ContainsFunc(live, func(l member) bool { return l.name == m.name }) {
-			gone = append(gone, m)
-		}
-	}
-	if len(gone) == 0 {
-		return live
-	}
-	answered := make([]bool, len(gone))
-	var wg sync.WaitGroup
-	for i, m := range gone {
-		wg.Go(func() { answered[i] = n.answers(m) })
-	}
-	wg.Wait()
-	out := slices.Clone(live)
-	for i, m := range gone {
-		if answered[i] {
-			n.log.Debug("ghost: a member gossip reports gone still answers", "member", m.addr)
-			out = append(out, m)
+		if answered[m.name] && !slices.ContainsFunc(live, func(l member) bool { return l.name == m.name }) {
+			out = append(slices.Clip(out), m)
 		}
 	}
 	slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// reach pings every other member of t at once, each within probeWait, and
+// returns the names of those that answered, this node's included.
+func (n *Node) reach(t *table) map[string]bool {
+	answered := make([]bool, len(t.members))
+	var wg sync.WaitGroup
+	for i, m := range t.members {
+		if m.name == n.self.name {
+			answered[i] = true
+			continue
+		}
+		wg.Go(func() { answered[i] = n.answers(m) })
+	}
+	wg.Wait()
+	out := make(map[string]bool, len(t.members))
+	for i, m := range t.members {
+		if answered[i] {
+			out[m.name] = true
+		}
+	}
 	return out
 }
 

@@ -179,3 +179,32 @@ func TestRumouredDeathChangesNoTable(t *testing.T) {
 		t.Error("a node answered for a member of another name")
 	}
 }
+
+// A coordinator cut off from the others must not drop them one at a time
+// as gossip declares each dead: every step would keep a majority of the
+// table before it (4 of 5, 3 of 4, 2 of 3, then a table of two), until it
+// held every partition alone and acknowledged writes no other node saw.
+// Before a change it asks the members directly, and a majority of the
+// table must answer.
+func TestCutOffCoordinatorKeepsItsTable(t *testing.T) {
+	c := newCluster(t, 5, false)
+	c.waitConverged()
+	coord := c.nodes[0]
+	st := &coordinatorState{}
+	coord.coordinate(st) // knows every member: no table to fetch later
+	before := coord.table.Load()
+	c.net.Isolate(coord.Addr())
+	for _, n := range slices.Backward(c.nodes[1:]) {
+		coord.peerDown(&memberlist.Node{Name: n.name})
+		coord.coordinate(st)
+		if got := coord.table.Load(); got.version != before.version || len(got.members) != 5 {
+			t.Fatalf("with %s gone by gossip, the cut-off coordinator published table %d of %d members", n.Addr(), got.version, len(got.members))
+		}
+	}
+	key := c.keyOwnedBy(coord, "cutoff")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := coord.Put(ctx, key, 1, NoExpiry); err == nil {
+		t.Fatal("the cut-off coordinator acknowledged a write")
+	}
+}
