@@ -130,7 +130,7 @@ func (n *Node) coordinate(st *coordinatorState) {
 		return
 	}
 	st.noQuorum = false
-	next := n.plan(cur, live, leaving, st.readies)
+	next := n.nextTable(cur, live, leaving, st.readies)
 	if !next.sameLayout(cur) {
 		// Before a change goes out, the members of the table are asked
 		// directly (reach): a majority of them must answer, and those that
@@ -153,7 +153,7 @@ func (n *Node) coordinate(st *coordinatorState) {
 				st.active, st.readies = false, nil
 				return
 			}
-			next = n.plan(cur, live, leaving, st.readies)
+			next = n.nextTable(cur, live, leaving, st.readies)
 		}
 	}
 	st.readies = nil
@@ -167,9 +167,9 @@ func (n *Node) coordinate(st *coordinatorState) {
 	n.pushTable()
 }
 
-// plan plans the table after cur for the live members, with the copies
-// reported ready in sync.
-func (n *Node) plan(cur *table, live []member, leaving map[string]bool, readies []readyReport) *table {
+// nextTable plans the table after cur for the live members (plan), with
+// the copies reported ready in sync.
+func (n *Node) nextTable(cur *table, live []member, leaving map[string]bool, readies []readyReport) *table {
 	next, targets := plan(cur, live, leaving, n.cfg.Replicas)
 	for _, r := range readies {
 		m := next.index(r.member)

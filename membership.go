@@ -101,7 +101,9 @@ func withAnswering(t *table, live []member, answered map[string]bool) []member {
 			out = append(slices.Clip(out), m)
 		}
 	}
-	slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	if len(out) > len(live) { // live is sorted by name already
+		slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	}
 	return out
 }
 

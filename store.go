@@ -87,6 +87,11 @@ type pairCopy struct {
 
 func (e *entry) size() int64 { return int64(len(e.key) + len(e.value)) }
 
+// pair is e as it travels to another copy.
+func (e *entry) pair() pairCopy {
+	return pairCopy{key: e.key, value: e.value, expires: e.expires, version: e.version, tombstone: e.tombstone}
+}
+
 func (e *entry) expired(now int64) bool { return e.expires != 0 && now >= e.expires }
 
 // expiredNow reads the clock only for pairs that can expire: most cache
@@ -200,7 +205,7 @@ func (s *store) unconfirmedLocked(pt *partition, key string) (pairCopy, bool) {
 	if e == nil || !e.unconfirmed {
 		return pairCopy{}, false
 	}
-	return pairCopy{key: e.key, value: e.value, expires: e.expires, version: e.version, tombstone: e.tombstone}, true
+	return e.pair(), true
 }
 
 // set stores value under key with a fresh version, confirmed; see
@@ -331,7 +336,7 @@ func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 		if e == nil || (!e.tombstone && e.expired(now)) || (confirmedOnly && e.unconfirmed) {
 			continue
 		}
-		out = append(out, pairCopy{key: e.key, value: e.value, expires: e.expires, version: e.version, tombstone: e.tombstone})
+		out = append(out, e.pair())
 	}
 	return out
 }
@@ -486,7 +491,7 @@ func (s *store) place(pt *partition, e *entry, stamp uint64) {
 	if pt.tail == nil {
 		pt.tail = e
 	}
-	pt.tailStamp.Store(pt.tail.placed)
+	s.publishTail(pt)
 }
 
 // remove drops e, a pair or a tombstone, from pt. pt.mu must be held.
