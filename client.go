@@ -97,10 +97,17 @@ type peerPool struct {
 }
 
 type poolSlot struct {
-	live    atomic.Pointer[clientConn] // conn, for callers that find it alive without the lock
+	conn    atomic.Pointer[clientConn] // the slot's connection; set under mu, read without it
 	mu      sync.Mutex
-	conn    *clientConn
 	dialing *dialAttempt // the dial under way, if any
+}
+
+// live returns the slot's connection while it is not broken, or nil.
+func (s *poolSlot) live() *clientConn {
+	if c := s.conn.Load(); c != nil && !c.dead.Load() {
+		return c
+	}
+	return nil
 }
 
 // dialAttempt is one dial of a slot's connection. Callers that find it
@@ -154,12 +161,11 @@ func (p *peerPool) conn(ctx context.Context) (c *clientConn, fresh bool, err err
 	if len(p.slots) > 1 {
 		s = &p.slots[int(p.next.Add(1))%len(p.slots)]
 	}
-	if c := s.live.Load(); c != nil && !c.dead.Load() {
+	if c := s.live(); c != nil {
 		return c, false, nil
 	}
 	s.mu.Lock()
-	if s.conn != nil && s.conn.alive() {
-		c = s.conn
+	if c := s.live(); c != nil { // dialled meanwhile
 		s.mu.Unlock()
 		return c, false, nil
 	}
@@ -192,8 +198,8 @@ func (p *peerPool) dial(s *poolSlot, d *dialAttempt) {
 		c.fail(ErrClosed)
 		c, err = nil, ErrClosed
 	}
-	s.conn, s.dialing = c, nil
-	s.live.Store(c)
+	s.conn.Store(c)
+	s.dialing = nil
 	s.mu.Unlock()
 	d.conn, d.err = c, err
 	close(d.done)
@@ -205,8 +211,8 @@ func (p *peerPool) close() {
 	for i := range p.slots {
 		s := &p.slots[i]
 		s.mu.Lock()
-		if s.conn != nil {
-			s.conn.fail(ErrClosed)
+		if c := s.conn.Load(); c != nil {
+			c.fail(ErrClosed)
 		}
 		s.mu.Unlock()
 	}
@@ -303,12 +309,6 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize) })
 	n.goBackground(c.reap)
 	return c, nil
-}
-
-func (c *clientConn) alive() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err == nil
 }
 
 func (c *clientConn) roundTrip(ctx context.Context, req *request) (response, error) {

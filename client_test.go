@@ -390,10 +390,7 @@ func TestIdleConnectionsBetweenNodesCloseUnnoticed(t *testing.T) {
 				to   string
 			}{{a, b.Addr()}, {b, a.Addr()}} {
 				s := &pc.from.peers.get(pc.to).slots[0]
-				s.mu.Lock()
-				alive := s.conn != nil && s.conn.alive()
-				s.mu.Unlock()
-				if alive {
+				if s.live() != nil {
 					return fmt.Errorf("%s still holds its connection to %s", pc.from.Addr(), pc.to)
 				}
 			}
