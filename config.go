@@ -211,6 +211,13 @@ type Config struct {
 	// none (silent).
 	Logger *slog.Logger
 
+	// Clock, when set, is the node's wall clock, in place of time.Now: the
+	// source of write versions, of TTL deadlines and of tombstone ages. It
+	// is here so that tests can run a node whose clock is skewed; see
+	// "Clocks" in docs/replication.md for what a skewed clock can and cannot
+	// do. Default time.Now.
+	Clock func() time.Time
+
 	// Network, when set, carries all of the node's traffic in memory
 	// instead of over sockets: for fast tests of clusters in one process.
 	Network *MemNetwork
@@ -271,6 +278,9 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxFrameSize, c.MaxValueSize+64<<10)
 	setDefault(&c.PartitionCount, 271)
 	setDefault(&c.protocolVersion, ProtocolVersion)
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -203,7 +203,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		done:         make(chan struct{}),
 	}
 	n.transfers.init()
-	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return time.Now().UnixNano() })
+	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
 	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
 		ep.close()
 		return nil, err

@@ -31,7 +31,7 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	}
 	var expires int64
 	if req.op != OpDelete && req.ttl > 0 {
-		expires = time.Now().UnixNano() + req.ttl
+		expires = n.store.now() + req.ttl
 	}
 	pt := n.store.lock(p)
 	// The table is read under the partition lock: a transfer that starts
