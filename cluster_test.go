@@ -129,14 +129,21 @@ func (c *cluster) live() []*Node {
 // sync (Safe).
 func (c *cluster) waitConverged() {
 	c.t.Helper()
+	c.waitConvergedAmong(c.live())
+}
+
+// waitConvergedAmong is waitConverged for nodes, which see only each other
+// (one side of a split).
+func (c *cluster) waitConvergedAmong(nodes []*Node) {
+	c.t.Helper()
 	var want []string
-	for _, n := range c.live() {
+	for _, n := range nodes {
 		want = append(want, n.Addr())
 	}
 	slices.Sort(want)
 	waitFor(c.t, 20*time.Second, func() error {
 		var version uint64
-		for i, n := range c.live() {
+		for i, n := range nodes {
 			if got := n.Members(); !slices.Equal(got, want) {
 				return fmt.Errorf("%s sees %v, want %v", n.Addr(), got, want)
 			}

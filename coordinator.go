@@ -30,11 +30,12 @@ const readyBatch = 10 * time.Millisecond
 
 // coordinatorState is the table loop's own state; only the loop touches it.
 type coordinatorState struct {
-	active    bool            // this node was the coordinator at the last step
-	readies   []readyReport   // transfers done, to fold into the next table
-	known     map[string]bool // the live members at the last step
-	noQuorum  bool            // the last step found no quorum (logged once)
-	unreached bool            // the last change found no majority answering (logged once)
+	active    bool                      // this node was the coordinator at the last step
+	readies   []readyReport             // transfers done, to fold into the next table
+	known     map[string]bool           // the live members at the last step
+	noQuorum  bool                      // the last step found no quorum (logged once)
+	unreached bool                      // the last change found no majority answering (logged once)
+	unfetched map[string]unfetchedTable // members in view whose table could not be fetched
 }
 
 // readyReport says that member's copy of partition is filled.
@@ -93,38 +94,22 @@ func (n *Node) coordinate(st *coordinatorState) {
 		st.active, st.readies = false, nil
 		return
 	}
-	var newcomers []member
-	for _, m := range live {
-		if !st.known[m.name] {
-			newcomers = append(newcomers, m)
-		}
-	}
 	if !st.active {
 		// Taking over: start from the newest table any member holds.
-		newcomers = live
+		st.known = nil
 		st.active = true
 		n.pushes.mu.Lock()
 		clear(n.pushes.acked)
 		n.pushes.mu.Unlock()
 	}
-	// Members that come into view may hold a newer table than ours: the
-	// other side of a healed split, which went on without us. Until their
-	// tables are in, planning from ours could undo what they did.
-	got := n.adoptNewest(newcomers)
-	known := map[string]bool{}
-	for _, m := range live {
-		if st.known[m.name] || got[m.name] {
-			known[m.name] = true
-		}
-	}
-	st.known = known
-	if len(known) < len(live) {
+	if live = n.knownMembers(st, live); live == nil {
 		return // the next step asks the others again
 	}
 	cur := n.table.Load()
-	if !hasQuorum(cur, live) {
+	forced := n.forceQuorum.Load()
+	if !hasQuorum(cur, live) && !forced {
 		if !st.noQuorum {
-			n.log.Warn("ghost: coordinator sees too few members of the table to change it", "live", len(live), "table", len(cur.members))
+			n.log.Warn("ghost: degraded: the coordinator sees too few members of the table to change it; start processes on the lost members' addresses, or call ForceQuorum if they are gone for good", "live", len(live), "table", len(cur.members))
 		}
 		st.noQuorum = true
 		return
@@ -140,12 +125,15 @@ func (n *Node) coordinate(st *coordinatorState) {
 		// majority of the table before it), until it held every partition
 		// alone and acknowledged writes that no other node saw.
 		answered := n.reach(cur)
-		if len(cur.members) > 2 && 2*len(answered) <= len(cur.members) {
+		if !reachesQuorum(cur, answered) && !forced {
 			if !st.unreached {
-				n.log.Warn("ghost: coordinator reaches too few members of the table to change it", "answered", len(answered), "table", len(cur.members))
+				n.log.Warn("ghost: degraded: the coordinator reaches too few members of the table to change it", "table", len(cur.members))
 			}
 			st.unreached = true
 			return
+		}
+		if forced {
+			n.log.Warn("ghost: ForceQuorum: changing the table without a majority; the partitions only the lost members held start afresh", "live", len(live), "table", len(cur.members))
 		}
 		st.unreached = false
 		if more := withAnswering(cur, live, answered); len(more) > len(live) {
@@ -157,6 +145,7 @@ func (n *Node) coordinate(st *coordinatorState) {
 		}
 	}
 	st.readies = nil
+	n.forceQuorum.Store(false)
 	if !next.sameLayout(cur) {
 		next.version = cur.version + 1
 		next.coordinator = n.self.name
@@ -166,6 +155,73 @@ func (n *Node) coordinate(st *coordinatorState) {
 	}
 	n.pushTable()
 }
+
+// knownMembers fetches the tables of the live members whose table the
+// coordinator has not had yet, and returns the live members it may plan
+// with, or nil while it must wait for more tables.
+//
+// Members that come into view may hold a newer table than ours: the other
+// side of a healed split, which went on without us. Until their tables are
+// in, planning from ours could undo what they did. But a member whose table
+// cannot be fetched for longer than unfetchedBound (gossip reaches it, the
+// cache protocol does not: a TLS mistake, a firewall open only to UDP, its
+// MaxConnections) is planned without, as if it did not answer, and asked
+// again once per unfetchedBound: it must not freeze every table change.
+func (n *Node) knownMembers(st *coordinatorState, live []member) []member {
+	now := time.Now()
+	bound := n.unfetchedBound()
+	var ask []member
+	for _, m := range live {
+		f, failed := st.unfetched[m.name]
+		if !st.known[m.name] && (!failed || now.Sub(f.since) < bound || now.Sub(f.asked) >= bound) {
+			ask = append(ask, m)
+		}
+	}
+	got := n.adoptNewest(ask)
+	known := map[string]bool{}
+	unfetched := map[string]unfetchedTable{}
+	usable := make([]member, 0, len(live))
+	waiting := false
+	for _, m := range live {
+		if st.known[m.name] || got[m.name] {
+			known[m.name] = true
+			usable = append(usable, m)
+			continue
+		}
+		f, failed := st.unfetched[m.name]
+		if !failed {
+			f.since = now
+		}
+		if slices.ContainsFunc(ask, func(a member) bool { return a.name == m.name }) {
+			f.asked = now
+		}
+		unfetched[m.name] = f
+		switch age := now.Sub(f.since); {
+		case age < bound:
+			waiting = true
+		case !f.logged:
+			n.log.Warn("ghost: a member's partition table cannot be fetched; planning without it", "member", m.addr, "for", age.Round(time.Millisecond))
+			f.logged = true
+			unfetched[m.name] = f
+		}
+	}
+	st.known, st.unfetched = known, unfetched
+	if waiting {
+		return nil
+	}
+	return usable
+}
+
+// unfetchedTable is a member in view whose table the coordinator failed to
+// fetch: since when, when it last asked, and whether it said so.
+type unfetchedTable struct {
+	since, asked time.Time
+	logged       bool
+}
+
+// unfetchedBound is how long a member in view may fail to give its table
+// before the coordinator plans without it.
+func (n *Node) unfetchedBound() time.Duration { return 2 * n.cfg.RequestTimeout }
 
 // nextTable plans the table after cur for the live members (plan), with
 // the copies reported ready in sync.
@@ -178,20 +234,6 @@ func (n *Node) nextTable(cur *table, live []member, leaving map[string]bool, rea
 		}
 	}
 	return next
-}
-
-// hasQuorum reports whether the live members include a majority of t's.
-func hasQuorum(t *table, live []member) bool {
-	if len(t.members) <= 2 {
-		return true
-	}
-	seen := 0
-	for _, m := range live {
-		if i := t.index(m.name); i >= 0 && t.members[i].addr == m.addr {
-			seen++
-		}
-	}
-	return 2*seen > len(t.members)
 }
 
 // logMoves logs how many partition copies a new table adds and drops.

@@ -37,7 +37,7 @@ const MaxKeyLen = 250
 
 // ProtocolVersion is the version of the node-to-node protocol this release
 // speaks. Nodes of different versions do not join one cluster.
-const ProtocolVersion uint8 = 4
+const ProtocolVersion uint8 = 5
 
 // The errors of GhostDB calls. Test for them with errors.Is: the errors
 // returned wrap them with details.
@@ -149,6 +149,7 @@ type Node struct {
 	transfers    transferSet
 	receiving    receiveState
 	leaving      atomic.Bool
+	forceQuorum  atomic.Bool // the next table change needs no majority (quorum.go)
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes

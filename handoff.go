@@ -161,7 +161,7 @@ func (n *Node) sendPartition(p int, to member, pendingOnly bool) error {
 			copies = copies[:sent]
 		}
 		keys = keys[len(batch):]
-		c := chunk{partition: p, sender: n.self.name, start: start, first: first, last: len(keys) == 0, pairs: copies}
+		c := chunk{partition: p, sender: n.self.name, start: start, forgotten: n.store.forgottenOf(p), first: first, last: len(keys) == 0, pairs: copies}
 		if err := n.sendChunk(to, t.version, &c); err != nil {
 			return err
 		}
@@ -268,6 +268,7 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 		pt.mu.Unlock()
 		return n.refuse(req, t, "a transfer chunk")
 	}
+	n.store.learnForgottenLocked(pt, c.forgotten)
 	rs := &n.receiving
 	rs.mu.Lock()
 	s := rs.sessions[c.partition]
@@ -299,6 +300,7 @@ type chunk struct {
 	partition   int
 	sender      string // member name of the primary streaming
 	start       uint64 // version when the stream began
+	forgotten   uint64 // the primary's watermark of what the partition forgot
 	first, last bool
 	merge       bool // pairs handed back by a former holder (heal.go), not a primary's stream
 	pairs       []pairCopy
@@ -307,10 +309,11 @@ type chunk struct {
 func encodeChunk(c *chunk) []byte {
 	var buf bytes.Buffer
 	enc := msgpack.NewEncoder(&buf)
-	_ = enc.EncodeArrayLen(7)
+	_ = enc.EncodeArrayLen(8)
 	_ = enc.EncodeInt(int64(c.partition))
 	_ = enc.EncodeString(c.sender)
 	_ = enc.EncodeUint(c.start)
+	_ = enc.EncodeUint(c.forgotten)
 	_ = enc.EncodeBool(c.first)
 	_ = enc.EncodeBool(c.last)
 	_ = enc.EncodeBool(c.merge)
@@ -331,7 +334,7 @@ func encodeChunk(c *chunk) []byte {
 func decodeChunk(b []byte, partitions int) (*chunk, error) {
 	r := &msgReader{b: b}
 	var c chunk
-	if n, err := r.arrayLen(); err != nil || n != 7 {
+	if n, err := r.arrayLen(); err != nil || n != 8 {
 		return nil, fmt.Errorf("ghost: malformed chunk header (%d fields, %v)", n, err)
 	}
 	p, err := r.uint(uint64(partitions - 1))
@@ -343,6 +346,9 @@ func decodeChunk(b []byte, partitions int) (*chunk, error) {
 		return nil, err
 	}
 	if c.start, err = r.uint(math.MaxUint64); err != nil {
+		return nil, err
+	}
+	if c.forgotten, err = r.uint(math.MaxUint64); err != nil {
 		return nil, err
 	}
 	for _, f := range []*bool{&c.first, &c.last, &c.merge} {

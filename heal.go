@@ -90,7 +90,7 @@ func (n *Node) serveMerge(req *request, c *chunk) response {
 	keys := make([]string, 0, len(c.pairs))
 	for _, pc := range c.pairs {
 		if n.partitionOf(pc.key) == c.partition {
-			n.store.applyLocked(pt, pc)
+			n.store.mergeLocked(pt, pc)
 			keys = append(keys, pc.key)
 		}
 	}

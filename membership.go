@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -82,71 +81,6 @@ func (n *Node) liveView() ([]member, map[string]bool) {
 	n.gossipMu.Unlock()
 	slices.SortFunc(live, func(a, b member) int { return strings.Compare(a.name, b.name) })
 	return live, leaving
-}
-
-// withAnswering returns live with the members of t added that gossip
-// reports gone but that answered a direct ping (reach). Gossip can report
-// a death on another member's word: a node coming back from a partition
-// repeats the deaths it declared while cut off, and the others believe
-// them until the member named refutes them, a gossip round later. A
-// coordinator acting in that window plans tables without a live member
-// (or takes over from a live coordinator), racing the true coordinator's
-// tables with tables of the same versions, and the writes acknowledged
-// under the tables that lose the race are lost. So a member is left out
-// only once it fails to answer too.
-func withAnswering(t *table, live []member, answered map[string]bool) []member {
-	out := live
-	for _, m := range t.members {
-		if answered[m.name] && !slices.ContainsFunc(live, func(l member) bool { return l.name == m.name }) {
-			out = append(slices.Clip(out), m)
-		}
-	}
-	if len(out) > len(live) { // live is sorted by name already
-		slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.name, b.name) })
-	}
-	return out
-}
-
-// reach pings every other member of t at once, each within probeWait, and
-// returns the names of those that answered, this node's included.
-func (n *Node) reach(t *table) map[string]bool {
-	answered := make([]bool, len(t.members))
-	var wg sync.WaitGroup
-	for i, m := range t.members {
-		if m.name == n.self.name {
-			answered[i] = true
-			continue
-		}
-		wg.Go(func() { answered[i] = n.answers(m) })
-	}
-	wg.Wait()
-	out := make(map[string]bool, len(t.members))
-	for i, m := range t.members {
-		if answered[i] {
-			out[m.name] = true
-		}
-	}
-	return out
-}
-
-// answers reports whether m answers a ping within probeWait, as itself
-// (not a process started since on its address).
-func (n *Node) answers(m member) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), n.probeWait)
-	defer cancel()
-	resp, err := n.peers.get(m.addr).call(ctx, &request{op: OpPing})
-	return err == nil && resp.status == statusOK && resp.msg == m.name
-}
-
-// coordinatorOf is the oldest of the live members.
-func coordinatorOf(live []member) member {
-	c := live[0]
-	for _, m := range live[1:] {
-		if older(m, c) {
-			c = m
-		}
-	}
-	return c
 }
 
 // joinSeeds joins the seeds that are not members yet. It returns when the

@@ -17,7 +17,8 @@ import (
 type MemNetwork struct {
 	mu       sync.Mutex
 	nodes    map[string]*memEndpoint
-	side     map[string]int // nodes on different sides cannot reach each other; 0 is the main side
+	side     map[string]int  // nodes on different sides cannot reach each other; 0 is the main side
+	noConns  map[string]bool // nodes that packets reach but connections do not (blockConns)
 	nextSide int
 	nextPort int
 }
@@ -54,7 +55,32 @@ func (m *MemNetwork) Split(addrs ...string) {
 func (m *MemNetwork) Heal(addr string) {
 	m.mu.Lock()
 	delete(m.side, addr)
+	delete(m.noConns, addr)
 	m.mu.Unlock()
+}
+
+// blockConns lets packets reach the node at addr but no connection, as a
+// firewall open only to UDP would (or a TLS mistake): gossip probes see it
+// alive, and every call to it fails. Heal undoes it.
+func (m *MemNetwork) blockConns(addr string) {
+	m.mu.Lock()
+	if m.noConns == nil {
+		m.noConns = map[string]bool{}
+	}
+	m.noConns[addr] = true
+	ep := m.nodes[addr]
+	m.mu.Unlock()
+	if ep != nil {
+		ep.breakConns(nil)
+	}
+}
+
+// connects reports whether a connection from one node to another may be
+// made.
+func (m *MemNetwork) connects(from, to string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.noConns[from] && !m.noConns[to]
 }
 
 func (m *MemNetwork) reaches(from, to string) bool {
@@ -182,7 +208,7 @@ func (e *memEndpoint) accept() (net.Conn, error) {
 
 func (e *memEndpoint) dial(ctx context.Context, addr string) (net.Conn, error) {
 	target := e.net.route(e.address, addr)
-	if target == nil {
+	if target == nil || !e.net.connects(e.address, addr) {
 		return nil, &net.OpError{Op: "dial", Net: "mem", Addr: memAddr(addr), Err: fmt.Errorf("connection refused")}
 	}
 	a, b := net.Pipe()

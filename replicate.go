@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -21,6 +22,10 @@ const flagTombstone = 1
 // confirmed it in time, so it is not acknowledged. It may or may not have
 // been applied; the copies agree again once membership settles.
 var ErrReplication = errors.New("ghost: a copy did not confirm the write")
+
+// errCopyHoldsNewer: a copy refused a write's copy for holding a newer
+// version of the key. Sending the same copy again cannot succeed.
+var errCopyHoldsNewer = errors.New("the copy holds a newer version of the key")
 
 // serveWrite runs a put, add or delete on the partition's primary.
 func (n *Node) serveWrite(ctx context.Context, req *request) response {
@@ -111,8 +116,8 @@ func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *req
 	backoff := time.Millisecond
 	for {
 		err := n.replicate(ctx, t.copiesOf(p), replica)
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, errCopyHoldsNewer) {
+			return err
 		}
 		// Wait for a newer table here (unless one came meanwhile), or for
 		// a copy to fetch ours.
@@ -196,6 +201,11 @@ func (n *Node) replicateTo(ctx context.Context, m member, req *request) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.addr, err)
 	}
+	if resp.status == statusHoldsNewer && len(resp.value) == 8 {
+		newer := binary.BigEndian.Uint64(resp.value)
+		n.store.versions.observe(newer) // the next write of the key wins
+		return fmt.Errorf("%s: %w (%d, the write's %d)", m.addr, errCopyHoldsNewer, newer, req.ver)
+	}
 	if resp.status != statusOK {
 		n.learnVersion(resp.tver)
 		return fmt.Errorf("%s refused the copy (status %d, its table %d, ours %d)", m.addr, resp.status, resp.tver, req.tver)
@@ -212,10 +222,16 @@ func (n *Node) serveReplica(_ context.Context, req *request) response {
 		pt.mu.Unlock()
 		return n.refuse(req, t, "a copy of a write")
 	}
-	n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: req.ttl, version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
+	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: req.ttl, version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
 	n.receiving.sent(p, req.key)
 	pt.mu.Unlock()
 	n.store.evict()
+	if newer != 0 {
+		// This copy holds a newer version of the key than the primary
+		// decided (a clock behind, or a write it missed): the write is
+		// not on this copy, and saying OK would acknowledge it.
+		return response{id: req.id, status: statusHoldsNewer, value: binary.BigEndian.AppendUint64(nil, newer), tver: t.version}
+	}
 	return response{id: req.id, tver: t.version}
 }
 

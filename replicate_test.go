@@ -143,7 +143,9 @@ func TestAntiEntropyRepairsABackup(t *testing.T) {
 	for i := 0; backup.partitionOf(stray) != p; i++ {
 		stray = fmt.Sprintf("%s-stray%d", k, i)
 	}
-	backup.store.apply(p, pairCopy{key: stray, value: []byte{0xa1, 'x'}, version: 1})
+	pt = backup.store.lock(p)
+	backup.store.mergeLocked(pt, pairCopy{key: stray, value: []byte{0xa1, 'x'}, version: 1})
+	pt.mu.Unlock()
 	waitFor(t, 10*time.Second, func() error {
 		if _, ok := backup.store.get(p, k); !ok {
 			return errors.New("the backup still misses the pair")

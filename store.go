@@ -31,13 +31,25 @@ import (
 // Every pair carries the version of the write that made it (versionClock).
 // A delete leaves a tombstone with its version for a while, so that an older
 // copy of the pair arriving later (from a transfer or a healed split) cannot
-// bring it back; tombstones are not pairs: they are not counted, listed or
-// evicted, and the crawler removes them once they are old.
+// bring it back. Tombstones are not pairs (they are not read, listed or
+// counted as pairs), but they take their place in the line and count
+// toward MaxKeys and MaxBytes, so a flood of deletes cannot outgrow the
+// node; the crawler removes them once they are old.
+//
+// What a partition forgets, it forgets for good: when a tombstone is
+// collected, or a pair expires or is evicted, the partition raises its
+// watermark to that entry's version, and refuses copies handed back to it
+// (a node back from a split) at or below the watermark. Without it, a
+// node back from a split longer than TombstoneTTL, or one that held a
+// value since overwritten under a TTL, would bring the older value back:
+// the partition has no entry left to say it is older.
 type store struct {
 	parts     []partition
 	clock     atomic.Uint64 // recency stamp of the last write; even
 	keys      atomic.Int64  // pairs held, across partitions
-	bytes     atomic.Int64  // key+value bytes held, across partitions
+	bytes     atomic.Int64  // key+value bytes of the pairs held, across partitions
+	tombs     atomic.Int64  // tombstones held, across partitions
+	tombBytes atomic.Int64  // key bytes of the tombstones held
 	maxKeys   int64
 	maxBytes  int64
 	flushedAt atomic.Uint64 // version of the last flush: older pairs are refused
@@ -52,6 +64,7 @@ type partition struct {
 	head      *entry        // most recently placed
 	tail      *entry        // least recently placed
 	tailStamp atomic.Uint64 // tail's placed stamp, math.MaxUint64 when empty
+	forgotten uint64        // watermark: the newest version forgotten; guarded by mu
 	_         [64]byte      // keep neighbouring partitions off one cache line
 }
 
@@ -147,7 +160,7 @@ func (s *store) expire(pt *partition, e *entry) {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
 	if pt.load(e.key) == e {
-		s.remove(pt, e)
+		s.forget(pt, e)
 		s.stats.expired.Add(1)
 	}
 }
@@ -166,7 +179,7 @@ func (s *store) lock(p int) *partition {
 func (s *store) setLocked(pt *partition, key string, value []byte, expires int64, version uint64, onlyIfAbsent bool) bool {
 	e := pt.load(key)
 	if e != nil && !e.tombstone && s.expiredNow(e) {
-		s.remove(pt, e)
+		s.forget(pt, e)
 		s.stats.expired.Add(1)
 		e = nil
 	}
@@ -224,9 +237,10 @@ func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent
 func (s *store) del(p int, key string) bool {
 	version := s.versions.next()
 	pt := s.lock(p)
-	defer pt.mu.Unlock()
 	ok, _ := s.deleteLocked(pt, key, version)
 	s.confirmLocked(pt, key, version)
+	pt.mu.Unlock()
+	s.evict()
 	return ok
 }
 
@@ -244,23 +258,23 @@ func (s *store) confirmLocked(pt *partition, key string, version uint64) {
 	}
 }
 
-// apply merges a copy of a pair made elsewhere: it is kept when it is newer
-// than what the partition holds for its key and than the last flush.
-// It reports whether it was kept.
-func (s *store) apply(p int, c pairCopy) bool {
-	pt := s.lock(p)
-	kept := s.applyLocked(pt, c)
-	pt.mu.Unlock()
-	if kept {
-		s.evict()
+// mergeLocked merges into pt, whose lock is held, a copy of a pair that
+// did not come from the partition's primary (a node handing back what it
+// held across a split): it is kept when it is newer than what the
+// partition holds for its key, than the last flush, and than what the
+// partition has forgotten. It reports whether it was kept; the caller runs
+// evict once the lock is released.
+func (s *store) mergeLocked(pt *partition, c pairCopy) bool {
+	s.versions.observe(c.version)
+	if c.version <= pt.forgotten {
+		return false
 	}
-	return kept
+	return s.newerLocked(pt, c)
 }
 
-// applyLocked is apply for a caller that holds pt's lock; it runs evict
-// once the lock is released.
-func (s *store) applyLocked(pt *partition, c pairCopy) bool {
-	s.versions.observe(c.version)
+// newerLocked keeps c when it is newer than pt's entry for its key and
+// than the last flush.
+func (s *store) newerLocked(pt *partition, c pairCopy) bool {
 	if c.version <= s.flushedAt.Load() {
 		return false
 	}
@@ -280,37 +294,56 @@ func (s *store) applyLocked(pt *partition, c pairCopy) bool {
 // write was never acknowledged, and a stalled primary deciding it under a
 // table long gone may have given it a version above the writes the new
 // primary acknowledged since. Only what has been written through the
-// primary since the stream began is newer.
-func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64) bool {
-	if e := pt.load(c.key); e != nil && (e.unconfirmed || e.version < start) && c.version > s.flushedAt.Load() {
-		s.versions.observe(c.version)
+// primary since the stream began is newer. The partition's watermark does
+// not apply: the primary's content is the partition, and the primary
+// refuses what it has forgotten itself.
+//
+// It reports whether the copy was kept, and the version of the newer
+// entry that refused it (0 when it was kept, or when it repeats the
+// entry this node holds: a copy sent again).
+func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64) (kept bool, newer uint64) {
+	s.versions.observe(c.version)
+	e := pt.load(c.key)
+	if e != nil && (e.unconfirmed || e.version < start) && c.version > s.flushedAt.Load() {
 		s.put(pt, e, c)
-		return true
+		return true, 0
 	}
-	return s.applyLocked(pt, c)
+	if s.newerLocked(pt, c) {
+		return true, 0
+	}
+	if e != nil && e.version > c.version {
+		return false, e.version
+	}
+	return false, 0
 }
 
 // put makes c the content of its key in pt, replacing old (which may be
 // nil), and returns its new entry. pt.mu must be held.
 func (s *store) put(pt *partition, old *entry, c pairCopy) *entry {
-	if old != nil && !old.tombstone {
+	if old != nil {
 		unlink(pt, old)
-		s.keys.Add(-1)
-		s.bytes.Add(-old.size())
+		s.count(old, -1)
 	}
 	e := &entry{key: c.key, value: c.value, expires: c.expires, version: c.version, tombstone: c.tombstone}
 	if c.tombstone {
 		e.value = nil
 	}
 	pt.index.store(hashKey(c.key), e)
-	if c.tombstone {
-		s.publishTail(pt)
-		return e
-	}
-	s.keys.Add(1)
-	s.bytes.Add(e.size())
+	s.count(e, 1)
 	s.place(pt, e, s.clock.Add(2))
 	return e
+}
+
+// count adds e, a pair or a tombstone, to the store's totals (sign 1) or
+// takes it out of them (sign -1).
+func (s *store) count(e *entry, sign int64) {
+	if e.tombstone {
+		s.tombs.Add(sign)
+		s.tombBytes.Add(sign * e.size())
+	} else {
+		s.keys.Add(sign)
+		s.bytes.Add(sign * e.size())
+	}
 }
 
 // keysOf returns the keys of partition p, tombstones included: the list a
@@ -357,11 +390,26 @@ func (s *store) dropOlderLocked(pt *partition, version uint64, keep map[string]s
 }
 
 // dropPartition removes everything partition p holds: this node no longer
-// keeps a copy of it.
+// keeps a copy of it. What it had forgotten goes too: should it hold the
+// partition again, it is streamed the primary's content and watermark.
 func (s *store) dropPartition(p int) {
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
 	s.clearLocked(pt)
+	pt.forgotten = 0
+}
+
+// forgottenOf returns partition p's watermark, for a stream of it.
+func (s *store) forgottenOf(p int) uint64 {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	return pt.forgotten
+}
+
+// learnForgottenLocked raises pt's watermark to the primary's, sent with
+// a stream of the partition. pt.mu must be held.
+func (s *store) learnForgottenLocked(pt *partition, version uint64) {
+	pt.forgotten = max(pt.forgotten, version)
 }
 
 // digest summarises partition p's live pairs and their versions, for
@@ -398,18 +446,10 @@ func (s *store) flush(version uint64) {
 }
 
 func (s *store) clearLocked(pt *partition) {
-	var n, b int64
-	pt.each(func(e *entry) {
-		if !e.tombstone {
-			n++
-			b += e.size()
-		}
-	})
+	pt.each(func(e *entry) { s.count(e, -1) })
 	pt.index.clear()
 	pt.head, pt.tail = nil, nil
 	pt.tailStamp.Store(math.MaxUint64)
-	s.keys.Add(-n)
-	s.bytes.Add(-b)
 }
 
 // crawl removes expired pairs, and tombstones older than tombstoneAge
@@ -424,10 +464,10 @@ func (s *store) crawl(tombstoneAge int64) (removed int) {
 			switch {
 			case e.tombstone:
 				if now-int64(e.version) > tombstoneAge {
-					s.remove(pt, e)
+					s.forget(pt, e)
 				}
 			case e.expired(now):
-				s.remove(pt, e)
+				s.forget(pt, e)
 				removed++
 			}
 		})
@@ -441,13 +481,16 @@ func (s *store) crawl(tombstoneAge int64) (removed int) {
 // yet included.
 func (s *store) len() int64 { return s.keys.Load() }
 
+// tombstones is the number of tombstones held.
+func (s *store) tombstones() int64 { return s.tombs.Load() }
+
 // size is the key and value bytes held.
 func (s *store) size() int64 { return s.bytes.Load() }
 
-// evict removes least recently used pairs until the store is within both
-// limits. It holds at most one partition lock at a time.
+// evict removes least recently used pairs and tombstones until the store
+// is within both limits. It holds at most one partition lock at a time.
 func (s *store) evict() {
-	for s.keys.Load() > s.maxKeys || s.bytes.Load() > s.maxBytes {
+	for s.keys.Load()+s.tombs.Load() > s.maxKeys || s.bytes.Load()+s.tombBytes.Load() > s.maxBytes {
 		victim, oldest := -1, uint64(math.MaxUint64)
 		for i := range s.parts {
 			if st := s.parts[i].tailStamp.Load(); st < oldest {
@@ -470,8 +513,10 @@ func (s *store) evict() {
 				}
 				s.place(pt, e, used)
 			} else {
-				s.remove(pt, e)
-				s.stats.evicted.Add(1)
+				s.forget(pt, e)
+				if !e.tombstone {
+					s.stats.evicted.Add(1)
+				}
 			}
 		}
 		pt.mu.Unlock()
@@ -497,13 +542,22 @@ func (s *store) place(pt *partition, e *entry, stamp uint64) {
 // remove drops e, a pair or a tombstone, from pt. pt.mu must be held.
 func (s *store) remove(pt *partition, e *entry) {
 	pt.index.delete(hashKey(e.key), e.key)
-	if e.tombstone {
-		return
-	}
 	unlink(pt, e)
-	s.keys.Add(-1)
-	s.bytes.Add(-e.size())
+	s.count(e, -1)
 	s.publishTail(pt)
+}
+
+// forget removes e, a pair or tombstone that expired, aged or was evicted,
+// and raises pt's watermark to its version, so that no older copy of its
+// key is taken back in its place. A write this node decided as a primary
+// and its copies never confirmed raises nothing: it was never
+// acknowledged, and a stalled primary may have given it a version from a
+// table long gone (see applyFromPrimary). pt.mu must be held.
+func (s *store) forget(pt *partition, e *entry) {
+	s.remove(pt, e)
+	if !e.unconfirmed {
+		pt.forgotten = max(pt.forgotten, e.version)
+	}
 }
 
 func (s *store) publishTail(pt *partition) {

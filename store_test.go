@@ -171,6 +171,15 @@ func TestStoreFlush(t *testing.T) {
 	}
 }
 
+// merge hands a copy to partition p as a node back from a split does.
+func merge(s *store, p int, c pairCopy) bool {
+	pt := s.lock(p)
+	kept := s.mergeLocked(pt, c)
+	pt.mu.Unlock()
+	s.evict()
+	return kept
+}
+
 func TestStoreTombstones(t *testing.T) {
 	s, now := testStore(100, 1<<20)
 	s.set(1, "k", []byte("v1"), 0, false)
@@ -180,13 +189,13 @@ func TestStoreTombstones(t *testing.T) {
 	deleted := s.parts[1].load("k").version
 	// An older copy arriving later does not bring the pair back; a newer
 	// one does.
-	if s.apply(1, pairCopy{key: "k", value: []byte("old"), version: deleted - 1}) {
+	if merge(s, 1, pairCopy{key: "k", value: []byte("old"), version: deleted - 1}) {
 		t.Fatal("an older copy revived a deleted pair")
 	}
 	if _, ok := s.get(1, "k"); ok || s.len() != 0 {
 		t.Fatal("a tombstone reads as a pair")
 	}
-	if !s.apply(1, pairCopy{key: "k", value: []byte("new"), version: deleted + 1}) {
+	if !merge(s, 1, pairCopy{key: "k", value: []byte("new"), version: deleted + 1}) {
 		t.Fatal("a newer copy was refused")
 	}
 	s.del(1, "k")
@@ -204,8 +213,89 @@ func TestStoreTombstones(t *testing.T) {
 	s.set(2, "a", []byte("v"), 0, false)
 	older := s.parts[2].load("a").version
 	s.flush(s.versions.next())
-	if s.apply(2, pairCopy{key: "a", value: []byte("v"), version: older}) || s.len() != 0 {
+	if merge(s, 2, pairCopy{key: "a", value: []byte("v"), version: older}) || s.len() != 0 {
 		t.Fatal("a copy older than a flush was kept")
+	}
+}
+
+// What a partition forgets stays forgotten: once a tombstone is collected,
+// or a newer pair expires or is evicted, an older copy of the key handed
+// back (a node back from a long split) is refused, though no entry is left
+// to say it is older. Copies newer than the forgetting, and the
+// partition's other keys written since, are taken.
+func TestStoreForgettingStaysForgotten(t *testing.T) {
+	s, now := testStore(3, 1<<20)
+	old := s.versions.next() // the version a node cut off long ago holds
+	s.set(1, "deleted", []byte("v"), 0, false)
+	s.del(1, "deleted")
+	now.Add(int64(2 * time.Hour))
+	s.crawl(int64(time.Hour)) // the tombstone is collected
+	if merge(s, 1, pairCopy{key: "deleted", value: []byte("old"), version: old}) {
+		t.Error("a copy older than a collected tombstone was taken")
+	}
+	s.set(2, "expired", []byte("new"), now.Load()+int64(time.Second), false)
+	now.Add(int64(2 * time.Second))
+	if _, ok := s.get(2, "expired"); ok {
+		t.Fatal("an expired pair was read")
+	}
+	if merge(s, 2, pairCopy{key: "expired", value: []byte("old"), version: old}) {
+		t.Error("a copy older than an expired pair was taken")
+	}
+	s.set(0, "evicted", []byte("new"), 0, false)
+	for _, k := range []string{"a", "b", "c"} {
+		s.set(0, k, []byte("v"), 0, false)
+	}
+	if _, ok := s.get(0, "evicted"); ok {
+		t.Fatal("the least recently used pair was not evicted")
+	}
+	if merge(s, 0, pairCopy{key: "evicted", value: []byte("old"), version: old}) {
+		t.Error("a copy older than an evicted pair was taken")
+	}
+	if !merge(s, 0, pairCopy{key: "fresh", value: []byte("new"), version: s.versions.next()}) {
+		t.Error("a copy newer than what the partition forgot was refused")
+	}
+	// The primary's own copies are the partition: its watermark does not
+	// apply to them.
+	pt := s.lock(2)
+	kept, _ := s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("v"), version: old}, 0)
+	pt.mu.Unlock()
+	if !kept {
+		t.Error("a copy from the primary was refused for the watermark")
+	}
+	// Dropping a partition forgets its watermark with it: a stream brings
+	// the primary's.
+	s.dropPartition(1)
+	if s.forgottenOf(1) != 0 {
+		t.Error("a dropped partition kept its watermark")
+	}
+}
+
+// Tombstones count toward MaxKeys and MaxBytes: deleting a million absent
+// keys leaves the store within its bounds, and the tombstones evicted
+// still refuse older copies (the watermark).
+func TestStoreTombstonesAreBounded(t *testing.T) {
+	s, _ := testStore(1000, 1<<20)
+	old := s.versions.next()
+	for i := range 1_000_000 {
+		s.del(i%4, fmt.Sprintf("absent-%d", i))
+		if i%1000 == 0 {
+			if held := s.len() + s.tombstones(); held > 1000 {
+				t.Fatalf("after %d deletes the store holds %d entries, over MaxKeys 1000", i, held)
+			}
+		}
+	}
+	if got := s.tombstones(); got != 1000 {
+		t.Errorf("%d tombstones held; want MaxKeys, 1000", got)
+	}
+	if merge(s, 0, pairCopy{key: "absent-0", value: []byte("old"), version: old}) {
+		t.Error("a copy older than an evicted tombstone was taken")
+	}
+	// Pairs written after the flood take the tombstones' place.
+	for i := range 1000 {
+		s.set(i%4, fmt.Sprintf("pair-%d", i), []byte("v"), 0, false)
+	}
+	if s.len() != 1000 || s.tombstones() != 0 {
+		t.Errorf("%d pairs and %d tombstones; want 1000 and 0", s.len(), s.tombstones())
 	}
 }
 
@@ -246,15 +336,15 @@ func TestStoreUnconfirmedYieldsToThePrimary(t *testing.T) {
 	// A hand-back merge keeps the newer: the primary's own write may still
 	// be on its way to its copies.
 	pt := s.lock(1)
-	if s.applyLocked(pt, pairCopy{key: "merged", value: []byte("older"), version: high - 1}) {
+	if s.mergeLocked(pt, pairCopy{key: "merged", value: []byte("older"), version: high - 1}) {
 		t.Error("a merge replaced a newer write")
 	}
 	// The primary's copies replace them, a write's copy or a stream's.
-	if !s.applyFromPrimary(pt, pairCopy{key: "copied", value: []byte("primary"), version: high - 2}, 0) {
+	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "copied", value: []byte("primary"), version: high - 2}, 0); !kept {
 		t.Error("a write's copy from the primary was refused")
 	}
 	start := high - 10
-	if !s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("primary"), version: start - 1}, start) {
+	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("primary"), version: start - 1}, start); !kept {
 		t.Error("a streamed copy from the primary was refused")
 	}
 	// The end of the stream drops what the primary did not send.
@@ -269,7 +359,7 @@ func TestStoreUnconfirmedYieldsToThePrimary(t *testing.T) {
 	// A confirmed pair newer than the stream's start stays.
 	s.set(1, "confirmed", []byte("new"), 0, false)
 	pt = s.lock(1)
-	if s.applyFromPrimary(pt, pairCopy{key: "confirmed", value: []byte("old"), version: start}, start) {
+	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "confirmed", value: []byte("old"), version: start}, start); kept {
 		t.Error("a stream's older copy replaced a confirmed newer pair")
 	}
 	pt.mu.Unlock()

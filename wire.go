@@ -78,6 +78,10 @@ const (
 	// statusReplyFull: a batch reply had no room left for this key's
 	// value; the caller asks for it again.
 	statusReplyFull
+	// statusHoldsNewer: a copy refused a write's copy because it holds a
+	// newer version of the key (8 bytes, big-endian, in the reply's
+	// value), which the primary's clock then moves past.
+	statusHoldsNewer
 )
 
 type request struct {
