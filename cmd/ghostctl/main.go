@@ -1,11 +1,3 @@
-// Command ghostctl drives a GhostDB cluster from the shell, through the
-// HTTP gateway that every node serves on its port (7991 by default): the
-// original GhostDB HTTP/JSON protocol, and the JSON behind the dashboard.
-//
-//	ghostctl [flags] <command> [arguments]
-//
-// Run ghostctl -h for the commands, flags and exit codes; the README's
-// "ghostctl" section has examples.
 package main
 
 import (
