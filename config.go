@@ -211,6 +211,17 @@ type Config struct {
 	// none (silent).
 	Logger *slog.Logger
 
+	// StaleReads lets a node cut off from a majority of its partition
+	// table's members (see Node.Degraded) go on answering reads from the
+	// copies it holds, however old they grow: the far side may have
+	// failed its partitions over and taken writes since. It refuses writes
+	// either way. Without it, such a node refuses reads and writes with
+	// ErrNoQuorum once gossip has told it the majority is gone (the failure detection time: about a second
+	// with FastGossip, 5 to 25 with memberlist's LAN defaults), so its
+	// callers get an error they can retry elsewhere instead of stale
+	// values. Default false.
+	StaleReads bool
+
 	// Clock, when set, is the node's wall clock, in place of time.Now: the
 	// source of write versions, of TTL deadlines and of tombstone ages. It
 	// is here so that tests can run a node whose clock is skewed; see

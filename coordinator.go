@@ -124,7 +124,16 @@ func (n *Node) coordinate(st *coordinatorState) {
 		// them one at a time as it declares each dead (each step keeping a
 		// majority of the table before it), until it held every partition
 		// alone and acknowledged writes that no other node saw.
-		answered := n.reach(cur)
+		answered, newest := n.reach(cur)
+		if newest > cur.version {
+			// A member holds a newer table than the one this plan starts
+			// from: another coordinator went on while this one was paused
+			// or cut off. Publishing now would fork the line with a second
+			// table of the next version; fetch theirs and plan again.
+			n.log.Info("ghost: a member holds a newer table than the coordinator; fetching it before planning", "ours", cur.version, "theirs", newest)
+			n.learnVersion(newest)
+			return
+		}
 		if !reachesQuorum(cur, answered) && !forced {
 			if !st.unreached {
 				n.log.Warn("ghost: degraded: the coordinator reaches too few members of the table to change it", "table", len(cur.members))
@@ -287,7 +296,12 @@ func (n *Node) pushTable() {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 			defer cancel()
 			resp, err := n.peers.get(m.addr).call(ctx, &request{op: opTablePush, value: body, tver: t.version})
-			if err == nil {
+			switch {
+			case err == nil && resp.status == statusStale && resp.tver == t.version:
+				// The member holds another table of our version: the one
+				// that wins by newerThan must be ours too.
+				n.fetchTable(m.addr)
+			case err == nil:
 				n.learnVersion(resp.tver) // a member ahead of its coordinator: fetch its table
 			}
 			ps.mu.Lock()
@@ -414,6 +428,7 @@ func (n *Node) applyTable(t *table) bool {
 	}
 	n.peers.retain(t.members)
 	n.tableMu.Unlock()
+	n.noteQuorum()
 	n.tableChanged.signal()
 	n.startTransfers()
 	return true

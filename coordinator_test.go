@@ -40,3 +40,36 @@ func TestUnreachableMemberFreezesNoTable(t *testing.T) {
 		}
 	}
 }
+
+// A coordinator that resumes from a pause with a change pending (here a
+// member leaving) while another published the next table meanwhile must
+// not fork the line with a second table of that version: the members it
+// pings name the newer table, and it fetches it and plans from there.
+// Before, it published its own table of the same version.
+func TestResumedCoordinatorForksNoTable(t *testing.T) {
+	c := newCluster(t, 4, false)
+	coord, other, leaver := c.nodes[0], c.nodes[1], c.nodes[3]
+	cur := coord.table.Load()
+	// The table another coordinator published while this one was paused.
+	meanwhile := *cur
+	meanwhile.version, meanwhile.coordinator, meanwhile.line = cur.version+1, other.name, cur.following()
+	for _, n := range c.nodes[1:] {
+		if !n.applyTable(&meanwhile) {
+			t.Fatalf("%s refused the table", n.Addr())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := leaver.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConverged()
+	final := coord.table.Load()
+	back := final.version - meanwhile.version // ≥ 1: the leave's table came after
+	if back == 0 || back > uint64(len(final.line)) {
+		t.Fatalf("final table %d, the one published meanwhile %d", final.version, meanwhile.version)
+	}
+	if got := final.line[back-1]; got != other.name {
+		t.Errorf("table %d was published by %s, not by %s, who published it first: the line forked", meanwhile.version, got, other.name)
+	}
+}

@@ -65,6 +65,12 @@ var (
 	ErrBadValue = errors.New("ghost: malformed value")
 	// ErrClosed: the node has left the cluster.
 	ErrClosed = errors.New("ghost: node closed")
+	// ErrNoQuorum: the node that was to serve the call is cut off from a
+	// majority of the cluster (a network split, or a majority lost at
+	// once) and cannot vouch for its copies; see Node.Degraded and
+	// Config.StaleReads. Calls through a member on the majority's side
+	// succeed.
+	ErrNoQuorum = errors.New("ghost: cut off from a majority of the cluster")
 	// ErrProtocolVersion: a peer speaks another protocol version.
 	ErrProtocolVersion = errors.New("ghost: protocol version mismatch")
 )
@@ -150,6 +156,7 @@ type Node struct {
 	receiving    receiveState
 	leaving      atomic.Bool
 	forceQuorum  atomic.Bool // the next table change needs no majority (quorum.go)
+	cutOff       atomic.Bool // this node sees no majority of its table (quorum.go)
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes

@@ -175,7 +175,7 @@ func (n *Node) sendPartition(p int, to member, pendingOnly bool) error {
 func (n *Node) sendChunk(to member, tver uint64, c *chunk) error {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := n.peers.get(to.addr).call(ctx, &request{op: opTransfer, value: encodeChunk(c), tver: tver})
+	resp, err := n.peers.get(to.addr).call(ctx, &request{op: opTransfer, value: encodeChunk(c, n.store.now()), tver: tver})
 	if err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ type receiveSession struct {
 
 // serveTransfer applies one chunk of a partition streamed by its primary.
 func (n *Node) serveTransfer(_ context.Context, req *request) response {
-	c, err := decodeChunk(req.value, n.cfg.PartitionCount)
+	c, err := decodeChunk(req.value, n.cfg.PartitionCount, n.store.now())
 	if err != nil {
 		n.log.Warn("ghost: refused a malformed transfer chunk", "err", err)
 		return response{id: req.id, status: statusError, msg: err.Error()}
@@ -306,7 +306,8 @@ type chunk struct {
 	pairs       []pairCopy
 }
 
-func encodeChunk(c *chunk) []byte {
+// encodeChunk encodes c at now: expiries as the time left (ttlLeft).
+func encodeChunk(c *chunk, now int64) []byte {
 	var buf bytes.Buffer
 	enc := msgpack.NewEncoder(&buf)
 	_ = enc.EncodeArrayLen(8)
@@ -322,7 +323,7 @@ func encodeChunk(c *chunk) []byte {
 		_ = enc.EncodeArrayLen(5)
 		_ = enc.EncodeString(p.key)
 		_ = enc.EncodeBytes(p.value)
-		_ = enc.EncodeInt(p.expires)
+		_ = enc.EncodeInt(ttlLeft(p.expires, now))
 		_ = enc.EncodeUint(p.version)
 		_ = enc.EncodeBool(p.tombstone)
 	}
@@ -330,8 +331,9 @@ func encodeChunk(c *chunk) []byte {
 }
 
 // decodeChunk decodes a chunk, checking every length against the bytes
-// left before allocating, and every value.
-func decodeChunk(b []byte, partitions int) (*chunk, error) {
+// left before allocating, and every value; expiries become deadlines on
+// the clock at now.
+func decodeChunk(b []byte, partitions int, now int64) (*chunk, error) {
 	r := &msgReader{b: b}
 	var c chunk
 	if n, err := r.arrayLen(); err != nil || n != 8 {
@@ -365,6 +367,7 @@ func decodeChunk(b []byte, partitions int) (*chunk, error) {
 		if err := decodePair(r, &c.pairs[i]); err != nil {
 			return nil, fmt.Errorf("ghost: pair %d of a chunk: %w", i, err)
 		}
+		c.pairs[i].expires = expiryAt(c.pairs[i].expires, now)
 	}
 	return &c, nil
 }

@@ -31,6 +31,29 @@ func (c *versionClock) next() uint64 {
 	}
 }
 
+// Expiry travels between nodes as the time left, not as a deadline, so
+// that a copy on a node whose clock disagrees with the sender's expires
+// when the sender's does: a deadline from a primary minutes ahead would
+// keep its copies alive minutes too long after a failover.
+
+// ttlLeft is what travels for an expiry (unix nanoseconds, 0 for never)
+// at now: the nanoseconds left, at least 1, or 0 for never.
+func ttlLeft(expires, now int64) int64 {
+	if expires == 0 {
+		return 0
+	}
+	return max(expires-now, 1)
+}
+
+// expiryAt turns a time left that arrived (see ttlLeft) into a deadline
+// on this node's clock.
+func expiryAt(left, now int64) int64 {
+	if left == 0 {
+		return 0
+	}
+	return now + left
+}
+
 // observe moves the clock past a version seen from a peer.
 func (c *versionClock) observe(v uint64) {
 	for {

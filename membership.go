@@ -57,6 +57,7 @@ func (n *Node) peerDown(m *memberlist.Node) {
 }
 
 func (n *Node) ringChanged() {
+	n.noteQuorum()
 	select {
 	case n.ringDue <- struct{}{}:
 	default: // an update is already due; it will see this change too

@@ -60,19 +60,21 @@ func hasQuorum(t *table, live []member) bool {
 
 // reach pings every other member of t at once, each within probeWait, and
 // returns per member the name of the process that answered at its address
-// ("" when none did); this node answers for itself.
-func (n *Node) reach(t *table) []string {
-	names := make([]string, len(t.members))
+// ("" when none did; this node answers for itself), and the newest table
+// version an answer named.
+func (n *Node) reach(t *table) (names []string, newest uint64) {
+	names = make([]string, len(t.members))
+	versions := make([]uint64, len(t.members))
 	var wg sync.WaitGroup
 	for i, m := range t.members {
 		if m.name == n.self.name {
 			names[i] = m.name
 			continue
 		}
-		wg.Go(func() { names[i] = n.answerer(m.addr) })
+		wg.Go(func() { names[i], versions[i] = n.answerer(m.addr) })
 	}
 	wg.Wait()
-	return names
+	return names, slices.Max(versions)
 }
 
 // reachesQuorum reports whether the answers of reach are a majority of t's
@@ -82,20 +84,23 @@ func reachesQuorum(t *table, names []string) bool {
 }
 
 // answerer pings addr within probeWait and returns the name the node
-// there answers with, or "".
-func (n *Node) answerer(addr string) string {
+// there answers with, or "", and the version of its table.
+func (n *Node) answerer(addr string) (name string, tver uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.probeWait)
 	defer cancel()
 	resp, err := n.peers.get(addr).call(ctx, &request{op: OpPing})
 	if err != nil || resp.status != statusOK {
-		return ""
+		return "", 0
 	}
-	return resp.msg
+	return resp.msg, resp.tver
 }
 
 // answers reports whether m answers a ping within probeWait, as itself
 // (not a process started since on its address).
-func (n *Node) answers(m member) bool { return n.answerer(m.addr) == m.name }
+func (n *Node) answers(m member) bool {
+	name, _ := n.answerer(m.addr)
+	return name == m.name
+}
 
 // withAnswering returns live with the members of t added that gossip
 // reports gone but that answered a direct ping as themselves (names, from
@@ -141,6 +146,26 @@ func coordinatorOf(live []member) member {
 func (n *Node) Degraded() bool {
 	live, _ := n.liveView()
 	return !hasQuorum(n.table.Load(), live)
+}
+
+// noteQuorum records whether this node sees a majority of its table, for
+// the data path: a node that does not refuses calls (Config.StaleReads).
+// Gossip tells it within the failure detection time.
+func (n *Node) noteQuorum() {
+	cut := n.Degraded()
+	if n.cutOff.Swap(cut) != cut {
+		if cut {
+			n.log.Warn("ghost: cut off from a majority of the cluster; refusing calls until it returns", "stale_reads", n.cfg.StaleReads)
+		} else {
+			n.log.Info("ghost: a majority of the cluster is in view again")
+		}
+	}
+}
+
+// refuses reports whether this node, cut off from a majority, must not
+// serve op: no write, and no read unless stale reads are allowed.
+func (n *Node) refuses(op Op) bool {
+	return n.cutOff.Load() && (op != OpGet || !n.cfg.StaleReads)
 }
 
 // ForceQuorum lets the coordinator of a degraded side of the cluster (see

@@ -93,3 +93,42 @@ func TestForceQuorumCarriesOnWithoutTheLost(t *testing.T) {
 		}
 	}
 }
+
+// A node cut off from the majority refuses reads and writes once gossip
+// tells it (ErrNoQuorum) instead of serving its copies however old they
+// grow; with Config.StaleReads it serves them; healed, it serves again.
+func TestCutOffNodeRefusesCalls(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		t.Run(fmt.Sprint("StaleReads=", stale), func(t *testing.T) {
+			c := newCluster(t, 3, false, fastFailureDetection, func(cfg *Config) { cfg.StaleReads = stale })
+			ctx := context.Background()
+			cut := c.nodes[2]
+			key := c.keyOwnedBy(cut, "cut")
+			if err := c.nodes[0].Put(ctx, key, 1, NoExpiry); err != nil {
+				t.Fatal(err)
+			}
+			c.net.Isolate(cut.Addr())
+			waitFor(t, 20*time.Second, func() error {
+				if !cut.Degraded() {
+					return errors.New("the cut-off node does not know it")
+				}
+				return nil
+			})
+			it, err := cut.Get(ctx, key)
+			switch {
+			case stale && (err != nil || it.Value != int64(1)):
+				t.Errorf("Get with StaleReads: %v, %v; want 1", it.Value, err)
+			case !stale && (!errors.Is(err, ErrNoQuorum) || !errors.Is(err, ErrNoMoreServers)):
+				t.Errorf("Get on the cut-off node: %v, %v; want ErrNoQuorum", it.Value, err)
+			}
+			if err := cut.Put(ctx, key, 2, NoExpiry); err == nil {
+				t.Error("a write on the cut-off node was acknowledged")
+			}
+			c.net.Heal(cut.Addr())
+			c.waitConverged()
+			if it, err := cut.Get(ctx, key); err != nil || it.Value != int64(1) {
+				t.Errorf("Get after healing: %v, %v; want 1", it.Value, err)
+			}
+		})
+	}
+}

@@ -34,6 +34,9 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		n.learnVersion(req.tver)
 		return response{id: req.id, status: statusStale, tver: t.version}
 	}
+	if n.refuses(req.op) {
+		return response{id: req.id, status: statusNoQuorum, tver: n.table.Load().version}
+	}
 	var expires int64
 	if req.op != OpDelete && req.ttl > 0 {
 		expires = n.store.now() + req.ttl
@@ -196,8 +199,12 @@ func (n *Node) replicate(ctx context.Context, copies []member, req *request) err
 	return nil
 }
 
+// replicateTo sends req, a replica op whose ttl is the pair's expiry on
+// this node's clock, to m: the expiry travels as the time left.
 func (n *Node) replicateTo(ctx context.Context, m member, req *request) error {
-	resp, err := n.peers.get(m.addr).call(ctx, req)
+	r := *req
+	r.ttl = ttlLeft(req.ttl, n.store.now())
+	resp, err := n.peers.get(m.addr).call(ctx, &r)
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.addr, err)
 	}
@@ -222,7 +229,7 @@ func (n *Node) serveReplica(_ context.Context, req *request) response {
 		pt.mu.Unlock()
 		return n.refuse(req, t, "a copy of a write")
 	}
-	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: req.ttl, version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
+	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: expiryAt(req.ttl, n.store.now()), version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
 	n.receiving.sent(p, req.key)
 	pt.mu.Unlock()
 	n.store.evict()

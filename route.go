@@ -25,7 +25,7 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 	}
 	h := hashKey(key)
 	p := n.partitionOfHash(h)
-	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) {
+	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) && !n.refuses(OpGet) {
 		start := timeLocalRead()
 		v, ok := n.readLocal(p, h, key)
 		n.latency.observe(OpGet, false, start)
@@ -52,6 +52,9 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 
 // routeTo is route for a checked key of partition p.
 func (n *Node) routeTo(ctx context.Context, p int, req *request) (response, error) {
+	if n.refuses(req.op) {
+		return response{}, fmt.Errorf("%w: %w", ErrNoMoreServers, ErrNoQuorum)
+	}
 	start := time.Now()
 	deadline := start.Add(n.cfg.RequestTimeout)
 	backoff := time.Millisecond
@@ -119,6 +122,9 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		case statusWrongOwner, statusStale:
 			n.learnVersion(resp.tver)
 			return resp, fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version), true, false
+		case statusNoQuorum: // cut off: another copy, or a later table, may serve
+			lastErr = fmt.Errorf("%s: %w", m.addr, ErrNoQuorum)
+			continue
 		}
 		forwarded = m.name != n.self.name
 		resp, err = resp.result()

@@ -188,6 +188,9 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 	if !t.inSync(p) {
 		return n.refuse(req, t, "a read")
 	}
+	if n.refuses(OpGet) {
+		return response{id: req.id, status: statusNoQuorum, tver: t.version}
+	}
 	resp := response{id: req.id, tver: t.version}
 	v, ok := n.readLocal(p, h, req.key)
 	if !ok {
@@ -259,6 +262,12 @@ func (n *Node) serveTablePush(_ context.Context, req *request) response {
 		n.log.Warn("ghost: refused a pushed partition table", "err", err)
 		return response{id: req.id, status: statusError, msg: err.Error()}
 	}
-	n.applyTable(t)
+	if !n.applyTable(t) {
+		if cur := n.table.Load(); cur.version != t.version || cur.coordinator != t.coordinator {
+			// Refused: this node holds a newer table, or another of the
+			// same version. Its coordinator must not count it as pushed.
+			return response{id: req.id, status: statusStale, tver: cur.version}
+		}
+	}
 	return response{id: req.id, tver: n.table.Load().version}
 }

@@ -82,6 +82,9 @@ const (
 	// newer version of the key (8 bytes, big-endian, in the reply's
 	// value), which the primary's clock then moves past.
 	statusHoldsNewer
+	// statusNoQuorum: the responder is cut off from a majority of its
+	// table and answers no reads or writes (Config.StaleReads).
+	statusNoQuorum
 )
 
 type request struct {
@@ -89,7 +92,7 @@ type request struct {
 	op    Op
 	key   string
 	value []byte // encoded value, for put and add
-	ttl   int64  // nanoseconds; NoExpiry never expires. Replica ops: absolute expiry
+	ttl   int64  // nanoseconds; NoExpiry never expires. Replica ops: time left, 0 never (hlc.go ttlLeft)
 	tver  uint64 // version of the partition table the request was routed with
 	ver   uint64 // replica ops: the pair's version; flush: its timestamp
 	flags uint8  // replica ops: flagTombstone
@@ -124,6 +127,8 @@ func (r response) result() (response, error) {
 		return r, fmt.Errorf("%w (said the owner): %s", ErrValueTooDeep, r.msg)
 	case statusBadValue:
 		return r, fmt.Errorf("%w (said the owner): %s", ErrBadValue, r.msg)
+	case statusNoQuorum:
+		return r, ErrNoQuorum
 	}
 	return r, fmt.Errorf("ghost: peer error: %s", r.msg)
 }
