@@ -411,6 +411,7 @@ func (n *Node) applyTable(t *table) bool {
 	}
 	t = t.withSelf(n.self.name)
 	n.table.Store(t)
+	n.markPrimaries(t)
 	// A node the others went on without (the far side of a split, a pause
 	// taken for a crash) was dropped from the table and maybe added again:
 	// its copies count for nothing in the new table, yet they may hold pairs

@@ -283,8 +283,19 @@ func (g *gateway) command(name string) func(context.Context, *gobjIn) gatewayRep
 		return func(context.Context, *gobjIn) gatewayReply { return g.metrics(OpSnitchMetrics) }
 	case "getWatchdogMetrics", "getAppMetrics":
 		return func(context.Context, *gobjIn) gatewayReply { return g.metrics(OpWatchdogMetrics) }
+	case "forceQuorum":
+		return g.forceQuorum
 	}
 	return nil
+}
+
+// forceQuorum is Node.ForceQuorum, for an operator's ghostctl: a command
+// of GhostDB for Go, not of the original protocol.
+func (g *gateway) forceQuorum(ctx context.Context, _ *gobjIn) gatewayReply {
+	if err := g.n.ForceQuorum(ctx); err != nil {
+		return gatewayReply{Message: err.Error(), Error: errorCode(err)}
+	}
+	return gatewayReply{Status: 1, Message: "OK"}
 }
 
 func (g *gateway) get(ctx context.Context, in *gobjIn) gatewayReply {

@@ -148,15 +148,18 @@ type Node struct {
 	table        atomic.Pointer[table]
 	tableMu      sync.Mutex
 	tableChanged broadcastSignal
-	ringDue      chan struct{}    // membership changed; capacity 1
-	fetchDue     chan uint64      // a peer holds this newer table version
-	readies      chan readyReport // transfers done, for the coordinator
+	ringDue      chan struct{}       // membership changed; capacity 1
+	fetchDue     chan uint64         // a peer holds this newer table version
+	readies      chan readyReport    // transfers done, for the coordinator
+	evictions    chan evictionNotice // pairs evicted as primary, for the copies (evict.go)
 	pushes       pushState
 	transfers    transferSet
 	receiving    receiveState
 	leaving      atomic.Bool
 	forceQuorum  atomic.Bool // the next table change needs no majority (quorum.go)
-	cutOff       atomic.Bool // this node sees no majority of its table (quorum.go)
+	cutOff       atomic.Bool // this node sees no majority of its table, or has not caught up since (quorum.go)
+	tableBehind  atomic.Bool // cut off since it last fetched the majority's tables
+	catchingUp   atomic.Bool // catchUp is running
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes
@@ -205,6 +208,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		ringDue:      make(chan struct{}, 1),
 		fetchDue:     make(chan uint64, 1),
 		readies:      make(chan readyReport, 1024),
+		evictions:    make(chan evictionNotice, evictionQueue),
 		pushes:       pushState{acked: map[string]uint64{}, inflight: map[string]bool{}},
 		receiving:    receiveState{sessions: map[int]*receiveSession{}},
 		gossipPeers:  make(map[string]peer),
@@ -228,6 +232,8 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.peers.init(n)
 	n.gossip = newGossipTransport(n)
 	n.table.Store(singleTable(n.self, cfg.PartitionCount))
+	n.markPrimaries(n.table.Load())
+	n.store.evicted = n.noteEviction
 
 	if !cfg.DisableHTTP {
 		n.gateway = newGateway(n)
@@ -238,6 +244,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.goBackground(n.tableLoop)
+	n.goBackground(n.evictionLoop)
 	n.joinSeeds(ctx, seeds)
 	n.awaitTable(ctx)
 	n.goBackground(func() { n.seedLoop(seeds) })

@@ -1,11 +1,16 @@
 package ghost
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,8 +206,30 @@ func TestManyWritersPerKeyAreLinearizable(t *testing.T) {
 	res, info := porcupine.CheckOperationsVerbose(registerModel, h.ops, time.Minute)
 	t.Logf("%d operations checked: %s", len(h.ops), res)
 	if res != porcupine.Ok {
-		path := t.TempDir() + "/history.html"
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("ghost-history-%d.html", time.Now().UnixNano()))
 		_ = porcupine.VisualizePath(registerModel, info, path)
+		for _, ops := range registerModel.Partition(h.ops) {
+			if porcupine.CheckOperations(registerModel, ops) {
+				continue
+			}
+			slices.SortFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+			lo, hi := 1, len(ops) // the shortest illegal prefix by call
+			for lo < hi {
+				mid := (lo + hi) / 2
+				if porcupine.CheckOperations(registerModel, ops[:mid]) {
+					lo = mid + 1
+				} else {
+					hi = mid
+				}
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "cut at %d, known at %d; shortest illegal prefix %d of %d\n", cutFrom.Load(), cutKnown.Load(), lo, len(ops))
+			for _, op := range ops[max(0, lo-40):lo] {
+				fmt.Fprintf(&b, "client %2d [%d, %d] %s\n", op.ClientId, op.Call, op.Return, registerModel.DescribeOperation(op.Input, op.Output))
+			}
+			_ = os.WriteFile(path+".txt", []byte(b.String()), 0o644)
+			break
+		}
 		t.Fatalf("the history is %s (visualised in %s)", res, path)
 	}
 }

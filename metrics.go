@@ -108,6 +108,7 @@ func snitchSample(now time.Time, s *store) Sample {
 		"CPUMicros":    cpu,
 		"Keys":         s.len(),
 		"Bytes":        s.size(),
+		"Tombstones":   s.tombstones(),
 	}}
 }
 

@@ -80,7 +80,7 @@ type nodeDescs struct {
 	counters                                  []counterFigure
 	snitch                                    []gaugeFigure
 	members, owned, backedUp, transfers, info *prometheus.Desc
-	short, tableVersion                       *prometheus.Desc
+	short, tableVersion, degraded             *prometheus.Desc
 }
 
 func newNodeDescs() nodeDescs {
@@ -115,6 +115,7 @@ func newNodeDescs() nodeDescs {
 		snitch: []gaugeFigure{
 			gauge("Keys", "ghost_pairs", "Pairs held by this node, expired ones not yet crawled included.", g, 1),
 			gauge("Bytes", "ghost_pair_bytes", "Bytes of the keys and encoded values held by this node.", g, 1),
+			gauge("Tombstones", "ghost_tombstones", "Tombstones of deleted keys held by this node; they count toward MaxKeys and MaxBytes.", g, 1),
 			gauge("Alloc", "ghost_memory_alloc_bytes", "Bytes of allocated heap objects in the process (Go runtime MemStats.Alloc).", g, 1),
 			gauge("TotalAlloc", "ghost_memory_alloc_bytes_total", "Bytes allocated for heap objects since the process started (MemStats.TotalAlloc).", c, 1),
 			gauge("Sys", "ghost_memory_sys_bytes", "Bytes of memory the Go runtime obtained from the OS (MemStats.Sys).", g, 1),
@@ -135,6 +136,7 @@ func newNodeDescs() nodeDescs {
 		transfers:    desc("ghost_transfers_in_flight", "Partition transfers this node is sending."),
 		short:        desc("ghost_partitions_short", "Partitions with fewer in-sync copies than Replicas (or the members) by this node's table."),
 		tableVersion: desc("ghost_table_version", "Version of the partition table this node holds."),
+		degraded:     desc("ghost_degraded", "1 while this node sees no majority of its table's members (Node.Degraded): it refuses calls, and its side of the cluster can change no table."),
 		info:         desc("ghost_node_info", "Always 1; its labels name the node in gossip and the protocol version it speaks.", "name", "protocol_version"),
 	}
 }
@@ -155,7 +157,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, f := range d.snitch {
 		ch <- f.desc
 	}
-	for _, desc := range []*prometheus.Desc{d.members, d.owned, d.backedUp, d.transfers, d.info, d.short, d.tableVersion} {
+	for _, desc := range []*prometheus.Desc{d.members, d.owned, d.backedUp, d.transfers, d.info, d.short, d.tableVersion, d.degraded} {
 		ch <- desc
 	}
 	ch <- c.n.latency.desc
@@ -187,6 +189,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(d.short, r.short)
 	gauge(d.transfers, int(r.transfers))
 	gauge(d.tableVersion, int(r.tableVersion))
+	degraded := 0
+	if n.cutOff.Load() {
+		degraded = 1
+	}
+	gauge(d.degraded, degraded)
 	gauge(d.info, 1, n.name, strconv.Itoa(int(n.cfg.protocolVersion)))
 	n.latency.collect(ch)
 }

@@ -151,15 +151,55 @@ func (n *Node) Degraded() bool {
 // noteQuorum records whether this node sees a majority of its table, for
 // the data path: a node that does not refuses calls (Config.StaleReads).
 // Gossip tells it within the failure detection time.
+//
+// A node that was cut off goes on refusing once the majority is in view
+// again, until it has fetched the members' tables: the majority may have
+// gone on without it, and by the table it still holds it would serve as
+// the primary of partitions it no longer holds, their values as they were
+// before the split.
 func (n *Node) noteQuorum() {
 	cut := n.Degraded()
+	if cut {
+		n.tableBehind.Store(true)
+	} else if n.tableBehind.Load() {
+		n.catchUp()
+	}
+	cut = cut || n.tableBehind.Load()
 	if n.cutOff.Swap(cut) != cut {
 		if cut {
 			n.log.Warn("ghost: cut off from a majority of the cluster; refusing calls until it returns", "stale_reads", n.cfg.StaleReads)
 		} else {
-			n.log.Info("ghost: a majority of the cluster is in view again")
+			n.log.Info("ghost: a majority of the cluster is in view again, and its table")
 		}
 	}
+}
+
+// catchUp fetches, in the background, the tables of the live members until
+// it has those of a majority of them, applies the newest, and lets the
+// node serve again. One runs at a time.
+func (n *Node) catchUp() {
+	if !n.catchingUp.CompareAndSwap(false, true) {
+		return
+	}
+	n.goBackground(func() {
+		defer n.catchingUp.Store(false)
+		backoff := 10 * time.Millisecond
+		for {
+			live, _ := n.liveView()
+			got := n.adoptNewest(live)
+			if 2*len(got) > len(live) {
+				break
+			}
+			select {
+			case <-time.After(backoff):
+			case <-n.done:
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+		n.tableBehind.Store(false)
+		n.noteQuorum()
+	})
 }
 
 // refuses reports whether this node, cut off from a majority, must not

@@ -229,6 +229,11 @@ func (n *Node) serveReplica(_ context.Context, req *request) response {
 		pt.mu.Unlock()
 		return n.refuse(req, t, "a copy of a write")
 	}
+	if req.flags&flagEvict != 0 {
+		n.store.dropEvictedLocked(pt, req.key, req.ver)
+		pt.mu.Unlock()
+		return response{id: req.id, tver: t.version}
+	}
 	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: expiryAt(req.ttl, n.store.now()), version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
 	n.receiving.sent(p, req.key)
 	pt.mu.Unlock()

@@ -56,6 +56,11 @@ type store struct {
 	versions  *versionClock
 	stats     *watchdog
 	now       func() int64 // unix nanoseconds; a field so tests can move time
+
+	// evicted, when set, is told of each pair or tombstone evicted from a
+	// partition this node is the primary of, after the lock is released,
+	// so that the copies drop it too (evict.go).
+	evicted func(p int, key string, version uint64)
 }
 
 type partition struct {
@@ -65,6 +70,7 @@ type partition struct {
 	tail      *entry        // least recently placed
 	tailStamp atomic.Uint64 // tail's placed stamp, math.MaxUint64 when empty
 	forgotten uint64        // watermark: the newest version forgotten; guarded by mu
+	primary   atomic.Bool   // this node is the partition's primary: its pairs are evicted first
 	_         [64]byte      // keep neighbouring partitions off one cache line
 }
 
@@ -77,16 +83,39 @@ type entry struct {
 	version   uint64 // of the write that made this pair or tombstone
 	tombstone bool   // deleted: kept only to refuse older copies
 
-	// The partition's lock guards the rest; readers only set used.
-	//
 	// unconfirmed: this node decided the write as its partition's primary
 	// and its copies have not confirmed it (yet, or ever): it is not
-	// acknowledged, a node handing its copies back keeps it to itself, and
-	// a copy from the partition's primary replaces it (applyFromPrimary).
-	unconfirmed bool
-	placed      uint64        // stamp of its place in the line
-	used        atomic.Uint64 // stamp of its last read, or placed
-	prev, next  *entry
+	// acknowledged, so readers are served prior instead, a node handing
+	// its copies back keeps it to itself, and a copy from the partition's
+	// primary replaces it (applyFromPrimary). Set before the entry is
+	// published; cleared, under the partition's lock, once confirmed.
+	unconfirmed atomic.Bool
+	// prior: while unconfirmed, the entry it replaced (nil: none), itself
+	// maybe unconfirmed: readers are served the newest confirmed entry down
+	// this chain (visible), since a read must not return a write that may
+	// never be acknowledged (its copies cut off, the primary dying before
+	// they confirm) and that a failover would take back. Cleared once
+	// confirmed: readers stop there.
+	prior atomic.Pointer[entry]
+
+	// The partition's lock guards the rest; readers only set used.
+	placed     uint64        // stamp of its place in the line
+	used       atomic.Uint64 // stamp of its last read, or placed
+	prev, next *entry
+}
+
+// visible is the entry a reader is served for e, the entry the index
+// holds: the newest confirmed entry of e's chain of unconfirmed writes
+// (nil when there is none).
+func visible(e *entry) *entry {
+	for e != nil && e.unconfirmed.Load() {
+		prior := e.prior.Load()
+		if !e.unconfirmed.Load() { // confirmed meanwhile: prior may be cleared
+			return e
+		}
+		e = prior
+	}
+	return e
 }
 
 // pairCopy is a pair or tombstone as it travels between copies.
@@ -140,7 +169,7 @@ func (s *store) get(p int, key string) ([]byte, bool) { return s.getHashed(p, ha
 // getHashed is get for a caller that has hashed the key already.
 func (s *store) getHashed(p int, h uint64, key string) ([]byte, bool) {
 	pt := &s.parts[p]
-	e := pt.index.load(h, key)
+	e := visible(pt.index.load(h, key))
 	if e == nil || e.tombstone {
 		return nil, false
 	}
@@ -186,7 +215,7 @@ func (s *store) setLocked(pt *partition, key string, value []byte, expires int64
 	if e != nil && !e.tombstone && onlyIfAbsent {
 		return false
 	}
-	s.put(pt, e, pairCopy{key: key, value: value, expires: expires, version: version}).unconfirmed = true
+	s.putDecided(pt, e, pairCopy{key: key, value: value, expires: expires, version: version})
 	return true
 }
 
@@ -205,7 +234,7 @@ func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive
 	if e != nil && !wasLive {
 		s.stats.expired.Add(1)
 	}
-	s.put(pt, e, pairCopy{key: key, version: version, tombstone: true}).unconfirmed = true
+	s.putDecided(pt, e, pairCopy{key: key, version: version, tombstone: true})
 	return wasLive, true
 }
 
@@ -215,7 +244,7 @@ func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive
 // delete's NOT_FOUND on its tombstone) is not the copies' answer yet.
 func (s *store) unconfirmedLocked(pt *partition, key string) (pairCopy, bool) {
 	e := pt.load(key)
-	if e == nil || !e.unconfirmed {
+	if e == nil || !e.unconfirmed.Load() {
 		return pairCopy{}, false
 	}
 	return e.pair(), true
@@ -244,17 +273,24 @@ func (s *store) del(p int, key string) bool {
 	return ok
 }
 
-// confirm records that the copies confirmed the write of key at version,
-// unless a newer one has replaced it.
+// confirm records that the copies confirmed the write of key at version.
 func (s *store) confirm(p int, key string, version uint64) {
 	pt := s.lock(p)
 	s.confirmLocked(pt, key, version)
 	pt.mu.Unlock()
 }
 
+// confirmLocked marks the write of key at version confirmed, wherever it
+// is in the key's chain of unconfirmed writes: a newer write decided since
+// may have replaced it in the index, and readers of that one are served
+// this one until the newer is confirmed too. pt.mu must be held.
 func (s *store) confirmLocked(pt *partition, key string, version uint64) {
-	if e := pt.load(key); e != nil && e.version == version {
-		e.unconfirmed = false
+	for e := pt.load(key); e != nil && e.unconfirmed.Load(); e = e.prior.Load() {
+		if e.version == version {
+			e.unconfirmed.Store(false)
+			e.prior.Store(nil) // after unconfirmed: see visible
+			return
+		}
 	}
 }
 
@@ -304,7 +340,7 @@ func (s *store) newerLocked(pt *partition, c pairCopy) bool {
 func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64) (kept bool, newer uint64) {
 	s.versions.observe(c.version)
 	e := pt.load(c.key)
-	if e != nil && (e.unconfirmed || e.version < start) && c.version > s.flushedAt.Load() {
+	if e != nil && (e.unconfirmed.Load() || e.version < start) && c.version > s.flushedAt.Load() {
 		s.put(pt, e, c)
 		return true, 0
 	}
@@ -320,15 +356,37 @@ func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64) (kept 
 // put makes c the content of its key in pt, replacing old (which may be
 // nil), and returns its new entry. pt.mu must be held.
 func (s *store) put(pt *partition, old *entry, c pairCopy) *entry {
+	return s.publish(pt, old, newEntry(c))
+}
+
+// putDecided is put for a write this node decided as the partition's
+// primary: unconfirmed until its copies confirm it, readers are served
+// the confirmed pair it replaces.
+func (s *store) putDecided(pt *partition, old *entry, c pairCopy) *entry {
+	e := newEntry(c)
+	e.unconfirmed.Store(true)
 	if old != nil {
-		unlink(pt, old)
-		s.count(old, -1)
+		e.prior.Store(old)
 	}
+	return s.publish(pt, old, e)
+}
+
+func newEntry(c pairCopy) *entry {
 	e := &entry{key: c.key, value: c.value, expires: c.expires, version: c.version, tombstone: c.tombstone}
 	if c.tombstone {
 		e.value = nil
 	}
-	pt.index.store(hashKey(c.key), e)
+	return e
+}
+
+// publish puts e in the index and the line in old's place. pt.mu must be
+// held.
+func (s *store) publish(pt *partition, old, e *entry) *entry {
+	if old != nil {
+		unlink(pt, old)
+		s.count(old, -1)
+	}
+	pt.index.store(hashKey(e.key), e)
 	s.count(e, 1)
 	s.place(pt, e, s.clock.Add(2))
 	return e
@@ -366,7 +424,7 @@ func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 	out := make([]pairCopy, 0, len(keys))
 	for _, k := range keys {
 		e := pt.load(k)
-		if e == nil || (!e.tombstone && e.expired(now)) || (confirmedOnly && e.unconfirmed) {
+		if e == nil || (!e.tombstone && e.expired(now)) || (confirmedOnly && e.unconfirmed.Load()) {
 			continue
 		}
 		out = append(out, e.pair())
@@ -381,7 +439,7 @@ func (s *store) copies(p int, keys []string, confirmedOnly bool) []pairCopy {
 // applyFromPrimary).
 func (s *store) dropOlderLocked(pt *partition, version uint64, keep map[string]struct{}) (dropped int) {
 	pt.each(func(e *entry) {
-		if _, ok := keep[e.key]; !ok && (e.version < version || e.unconfirmed) {
+		if _, ok := keep[e.key]; !ok && (e.version < version || e.unconfirmed.Load()) {
 			s.remove(pt, e)
 			dropped++
 		}
@@ -489,18 +547,23 @@ func (s *store) size() int64 { return s.bytes.Load() }
 
 // evict removes least recently used pairs and tombstones until the store
 // is within both limits. It holds at most one partition lock at a time.
+//
+// It evicts from the partitions this node is the primary of, whose reads
+// it sees, and tells their copies to drop what it evicted (evicted): the
+// copies of a partition then hold what its primary holds, and
+// anti-entropy finds nothing to resync. Only when those partitions are
+// empty does it evict from the copies it keeps for other primaries.
 func (s *store) evict() {
 	for s.keys.Load()+s.tombs.Load() > s.maxKeys || s.bytes.Load()+s.tombBytes.Load() > s.maxBytes {
-		victim, oldest := -1, uint64(math.MaxUint64)
-		for i := range s.parts {
-			if st := s.parts[i].tailStamp.Load(); st < oldest {
-				victim, oldest = i, st
-			}
+		victim, oldest := s.oldestTail(true)
+		if victim < 0 {
+			victim, oldest = s.oldestTail(false)
 		}
 		if victim < 0 {
 			return
 		}
 		pt := &s.parts[victim]
+		var gone *entry
 		pt.mu.Lock()
 		if e := pt.tail; e != nil && e.placed == oldest {
 			if used := e.used.Load(); used > e.placed {
@@ -517,9 +580,38 @@ func (s *store) evict() {
 				if !e.tombstone {
 					s.stats.evicted.Add(1)
 				}
+				gone = e
 			}
 		}
 		pt.mu.Unlock()
+		if gone != nil && s.evicted != nil && pt.primary.Load() {
+			s.evicted(victim, gone.key, gone.version)
+		}
+	}
+}
+
+// oldestTail returns the partition whose line's tail was placed first, of
+// the partitions this node is the primary of (primaries) or of all, and
+// that tail's stamp; -1 when they are all empty.
+func (s *store) oldestTail(primaries bool) (victim int, oldest uint64) {
+	victim, oldest = -1, uint64(math.MaxUint64)
+	for i := range s.parts {
+		if primaries && !s.parts[i].primary.Load() {
+			continue
+		}
+		if st := s.parts[i].tailStamp.Load(); st < oldest {
+			victim, oldest = i, st
+		}
+	}
+	return victim, oldest
+}
+
+// dropEvictedLocked drops key from pt, whose lock is held, when the
+// partition's primary evicted it at version: a copy follows its primary's
+// evictions. A newer write of the key stays.
+func (s *store) dropEvictedLocked(pt *partition, key string, version uint64) {
+	if e := pt.load(key); e != nil && e.version <= version && !e.unconfirmed.Load() {
+		s.forget(pt, e)
 	}
 }
 
@@ -555,7 +647,7 @@ func (s *store) remove(pt *partition, e *entry) {
 // table long gone (see applyFromPrimary). pt.mu must be held.
 func (s *store) forget(pt *partition, e *entry) {
 	s.remove(pt, e)
-	if !e.unconfirmed {
+	if !e.unconfirmed.Load() {
 		pt.forgotten = max(pt.forgotten, e.version)
 	}
 }

@@ -218,6 +218,52 @@ func TestStoreTombstones(t *testing.T) {
 	}
 }
 
+// A write the primary decided is not read until its copies confirm it:
+// readers get the confirmed pair it replaced (a write that fails is never
+// seen), then the write once confirmed.
+func TestStoreReadsNoUnconfirmedWrite(t *testing.T) {
+	s, _ := testStore(100, 1<<20)
+	s.set(1, "k", []byte("confirmed"), 0, false)
+	for _, decided := range []pairCopy{
+		{key: "k", value: []byte("undecided"), version: s.versions.next()},
+		{key: "k", version: s.versions.next(), tombstone: true},
+		{key: "k", value: []byte("again"), version: s.versions.next()},
+	} {
+		pt := s.lock(1)
+		if decided.tombstone {
+			s.deleteLocked(pt, decided.key, decided.version)
+		} else {
+			s.setLocked(pt, decided.key, decided.value, 0, decided.version, false)
+		}
+		pt.mu.Unlock()
+		if v, ok := s.get(1, "k"); !ok || string(v) != "confirmed" {
+			t.Fatalf("with %+v undecided, read %q, %v; want the confirmed pair", decided, v, ok)
+		}
+	}
+	// The delete is confirmed after a newer write replaced it: readers of
+	// that write see the delete, not the pair it deleted.
+	var deleted uint64
+	for e := s.parts[1].load("k"); e != nil; e = e.prior.Load() {
+		if e.tombstone {
+			deleted = e.version
+		}
+	}
+	s.confirm(1, "k", deleted)
+	if v, ok := s.get(1, "k"); ok {
+		t.Fatalf("after the delete's confirmation read %q; want a miss", v)
+	}
+	s.confirm(1, "k", s.parts[1].load("k").version)
+	if v, ok := s.get(1, "k"); !ok || string(v) != "again" {
+		t.Fatalf("after the confirmation read %q, %v", v, ok)
+	}
+	pt := s.lock(1)
+	s.setLocked(pt, "new", []byte("v"), 0, s.versions.next(), false)
+	pt.mu.Unlock()
+	if _, ok := s.get(1, "new"); ok {
+		t.Fatal("an unconfirmed first write of a key was read")
+	}
+}
+
 // What a partition forgets stays forgotten: once a tombstone is collected,
 // or a newer pair expires or is evicted, an older copy of the key handed
 // back (a node back from a long split) is refused, though no entry is left
@@ -350,7 +396,13 @@ func TestStoreUnconfirmedYieldsToThePrimary(t *testing.T) {
 	// The end of the stream drops what the primary did not send.
 	s.dropOlderLocked(pt, start, map[string]struct{}{"merged": {}, "copied": {}, "streamed": {}})
 	pt.mu.Unlock()
-	for key, want := range map[string]string{"merged": "undecided", "copied": "primary", "streamed": "primary", "absent": ""} {
+	// The merged key keeps the undecided write, which readers do not see:
+	// it was never confirmed.
+	if pt := s.lock(1); pt.load("merged") == nil || string(pt.load("merged").value) != "undecided" {
+		t.Error("the undecided write was dropped")
+	}
+	s.parts[1].mu.Unlock()
+	for key, want := range map[string]string{"merged": "", "copied": "primary", "streamed": "primary", "absent": ""} {
 		v, ok := s.get(1, key)
 		if string(v) != want || ok != (want != "") {
 			t.Errorf("%s = %q, %v; want %q", key, v, ok, want)

@@ -29,7 +29,7 @@ func runCommand(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	cmd, args := o.args[0], o.args[1:]
 	want := map[string][]string{
 		"get": {"KEY"}, "put": {"KEY", "VALUE"}, "add": {"KEY", "VALUE"}, "delete": {"KEY"},
-		"flush": nil, "members": nil, "ping": nil, "stats": nil, "top": nil,
+		"flush": nil, "members": nil, "ping": nil, "stats": nil, "top": nil, "force-quorum": nil,
 	}
 	params, known := want[cmd]
 	switch {
@@ -48,6 +48,8 @@ func runCommand(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		return keyCommand(ctx, c, o, stdout, cmd, gobj{Key: args[0], Value: parseValue(args[1]), TTL: o.ttl.seconds})
 	case "flush":
 		return keyCommand(ctx, c, o, stdout, cmd, gobj{})
+	case "force-quorum":
+		return forceQuorum(ctx, c, stdout)
 	case "members":
 		return members(ctx, c, o, stdout)
 	case "ping":
@@ -56,6 +58,21 @@ func runCommand(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		return stats(ctx, c, o, stdout)
 	}
 	return top(ctx, c, o, stdout)
+}
+
+// forceQuorum asks the node (the first of -addr that answers: name the
+// coordinator of the side that is left) to change the table without the
+// majority it lost for good (Node.ForceQuorum).
+func forceQuorum(ctx context.Context, c *client, stdout io.Writer) error {
+	rep, err := c.command(ctx, "forceQuorum", gobj{})
+	if err != nil {
+		return err
+	}
+	if rep.Status != 1 {
+		return fmt.Errorf("force-quorum: %s", rep.Message)
+	}
+	fmt.Fprintln(stdout, rep.Message)
+	return nil
 }
 
 // parseValue is VALUE as it is sent: JSON when it is valid JSON, else a

@@ -25,6 +25,8 @@
 //	flush                     remove every pair from every node
 //	stats                     per node: pairs, bytes, hit ratio, requests/s, memory
 //	top [-interval D] [-n N]  stats, refreshed until interrupted (Ctrl-C)
+//	force-quorum              let the node named by -addr, the coordinator of a side
+//	                          that lost its majority for good, carry on without it
 //
 // VALUE is parsed as JSON when it is valid JSON (42, 1.5, true, null,
 // "quoted", [1, 2], {"name": "Ada"}) and taken as a string otherwise
