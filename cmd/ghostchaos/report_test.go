@@ -34,8 +34,8 @@ func TestSummarise(t *testing.T) {
 		slotAt(t0.Add(4*time.Second), 50, 1, 500*time.Millisecond),
 		slotAt(t0.Add(7*time.Second), 100, 0, 2*time.Millisecond),
 	}
-	mustOK(t, rec.ledger.begin(opRef{1, 1}, "k", opPut, "v"))
-	mustOK(t, rec.ledger.end(opRef{1, 1}, outcomeOK))
+	mustOK(t, rec.ledger.begin(opRef{1, 1}, "k", opPut, "v", 0, 0))
+	mustOK(t, rec.ledger.end(opRef{1, 1}, outcomeOK, 0))
 	r := &result{Name: "kill", Checked: true}
 	r.summarise(rec, ph)
 	if r.Ops != 350 || r.Failed != 5 || r.Writes.Acked != 1 {
