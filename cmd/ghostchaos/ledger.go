@@ -338,7 +338,7 @@ func (e *expectation) apply(op *ledgerOp) {
 	heldBefore := op.Result == outcomeNotStored || op.Kind == opDelete && op.Result == outcomeOK
 	if heldBefore && !held || !heldBefore && op.Kind != opPut && !absent {
 		if e.contradictions == 0 {
-			e.contradicted = fmt.Sprintf("%s %q answered %s (op %d of epoch %d) where the ledger allowed %s", op.Kind, op.Value, op.Result, op.ID, op.Epoch, e)
+			e.contradicted = fmt.Sprintf("%s %q answered %s (op %d of epoch %d%s) where the ledger allowed %s", op.Kind, op.Value, op.Result, op.ID, op.Epoch, callText(op), e)
 		}
 		e.contradictions++
 	}
@@ -561,6 +561,14 @@ func (d deadline) String() string {
 		latest = clockText(d.latest)
 	}
 	return fmt.Sprintf(" (expiring %s…%s)", clockText(d.earliest), latest)
+}
+
+// callText shows when a call was made, for messages: empty when unknown.
+func callText(op *ledgerOp) string {
+	if op.Start == 0 || op.End == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %s…%s", clockText(op.Start), clockText(op.End))
 }
 
 // clockText shows a moment as a time of day, to the millisecond.

@@ -122,8 +122,7 @@ func (b *belief) age(i int, now time.Time) {
 	}
 }
 
-// learn updates the belief after a write of key i that took from start to
-// end.
+// learn updates the belief after a write of key i that returned at end.
 func (b *belief) learn(i int, kind opKind, ttl time.Duration, res outcome, end time.Time) {
 	delete(b.expires, i)
 	switch res {

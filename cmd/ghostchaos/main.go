@@ -18,19 +18,29 @@
 // address that is not one of its hosts.
 //
 // Scenarios (-scenarios, default all; -list describes them): kill, pause,
-// restart, rolling, partition, split, oneway, lossy, joinleave. Each starts
-// a fresh cluster, loads it, applies its fault, heals it, waits for the
-// members to converge and for Safe, loads it some more, then reads every
-// key of the ledger from every host. A read is right when it shows the
-// key's last acknowledged state, or a state a later failed (indeterminate)
-// write could have left; lost is an acknowledged value read as absent,
-// stale any other wrong value (a deleted key that came back included).
+// restart, rolling, partition, split, oneway, lossy, joinleave, killcoord,
+// pausecoord, partcoord, and beyond one short fault on a cluster with the
+// library's defaults: majority (3 of 5 nodes killed at once, with 4
+// copies; the cluster must be Safe again within 30 s), longsplit (a node
+// cut off for longer than a 1 s tombstone TTL, with TTL writes and a full
+// cache) and skew (a node's clock 5 minutes ahead, and a kill; a long
+// scenario, run by -short only when named). Each starts a fresh cluster,
+// its nodes with the scenario's node flags (nodeflags.go), loads it,
+// applies its fault, heals it, waits for the members to converge and for
+// Safe, loads it some more, then reads every key of the ledger from every
+// host. A read is right when it shows the key's last acknowledged state,
+// or a state a later failed (indeterminate) write could have left, judged
+// at the read's time for writes with a TTL; lost is an acknowledged value
+// read as absent (save in a full cache, where any key may be evicted),
+// stale any other wrong value (a deleted key that came back, and a value
+// read after its TTL, included).
 //
 // Usage:
 //
-//	ghostchaos -short            # every scenario briefly (CI): about 3 minutes
+//	ghostchaos -short            # every scenario but skew briefly (CI): about 3½ minutes
 //	ghostchaos                   # longer phases: about 10 minutes
 //	ghostchaos -scenarios kill,split -json out.json
+//	ghostchaos -short -scenarios majority,longsplit,skew
 //	ghostchaos -cleanup          # remove what runs that died left behind
 //
 // It needs root, iproute2 (ip, tc) and iptables. The table goes to stdout,

@@ -227,7 +227,7 @@ func safeState(node *ghost.Node) string {
 // its full timeout and retries, which one at a time would take hours.
 const (
 	checkReaders  = 16               // keys read at once
-	checkDeadline = 90 * time.Second // then the keys not read yet are unreadable
+	checkDeadline = 40 * time.Second // then the keys not read yet are unreadable
 )
 
 // readAll reads every key, retrying failed reads a few times, and returns

@@ -383,9 +383,16 @@ func faultLongSplit(ctx context.Context, c *cluster, f *faultRun) error {
 	if err := c.watchDetect(ctx, f, c.s.opts.timing.Fault, others, []*host{v}); err != nil {
 		return err
 	}
+	// The others delete and overwrite only once they have a table
+	// without the victim: from then on, long enough for the tombstones
+	// and TTLs of the first of those writes to be crawled away.
 	ns := c.sc.settings(v)
-	long := max(c.s.opts.timing.Fault, 3*ns.TombstoneTTL+2*ns.CrawlerInterval, ttlMax+ns.CrawlerInterval)
-	f.note("%s cut off for %v: the tombstone TTL is %v, the crawler runs every %v, TTLs are %v-%v", v, long, ns.TombstoneTTL, ns.CrawlerInterval, ttlMin, ttlMax)
+	since := time.Since(f.start)
+	if f.detected {
+		since = f.detect
+	}
+	long := max(c.s.opts.timing.Fault, since+2*ns.TombstoneTTL+2*ns.CrawlerInterval, since+ttlMax+2*ns.CrawlerInterval)
+	f.note("%s cut off for %v: the tombstone TTL is %v, the crawler runs every %v, TTLs are %v-%v", v, long.Round(10*time.Millisecond), ns.TombstoneTTL, ns.CrawlerInterval, ttlMin, ttlMax)
 	if err := sleepCtx(ctx, time.Until(f.start.Add(long))); err != nil {
 		return err
 	}
