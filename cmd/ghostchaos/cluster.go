@@ -282,7 +282,7 @@ func (c *cluster) waitSafe(ctx context.Context, timeout time.Duration) (took tim
 			return time.Since(start), true, nil
 		}
 		if time.Since(start) > timeout {
-			return 0, true, fmt.Errorf("not Safe after %v", timeout)
+			return 0, true, fmt.Errorf("not Safe after %v", timeout.Round(10*time.Millisecond))
 		}
 		if err := sleepCtx(ctx, pollEvery); err != nil {
 			return 0, true, err

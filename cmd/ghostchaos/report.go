@@ -117,7 +117,7 @@ func (r *result) verdict() string {
 	var why []string
 	switch {
 	case r.Unsettled: // its error says so
-		why = append(why, "not Safe")
+		why = append(why, "not settled")
 	case r.Err != "":
 		why = append(why, "error")
 	case !r.Checked:

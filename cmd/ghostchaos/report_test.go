@@ -69,7 +69,7 @@ func TestVerdict(t *testing.T) {
 		{"not checked", result{}, nil, "FAIL: not checked"},
 		{"unreadable", result{Checked: true, Check: checkResult{Unreadable: 1}}, nil, "FAIL: unreadable"},
 		{"bad reports", result{Checked: true}, []string{"host1: op {1 1} begun twice"}, "FAIL: bad reports"},
-		{"never Safe", result{Checked: true, Unsettled: true, Err: "after healing: not Safe", Check: checkResult{Unreadable: 3}}, nil, "FAIL: not Safe, unreadable"},
+		{"never Safe", result{Checked: true, Unsettled: true, Err: "after healing: not Safe", Check: checkResult{Unreadable: 3}}, nil, "FAIL: not settled, unreadable"},
 		{"came back", result{Checked: true, Check: checkResult{Stale: 2, Resurrected: 1, ExpiredBack: 1}}, nil, "FAIL: stale"},
 		{"evicted is no loss", result{Checked: true, Check: checkResult{Evicted: 40, Expired: 100}}, nil, "PASS"},
 	} {
@@ -129,7 +129,7 @@ func TestWriteTableWidened(t *testing.T) {
 	writeTable(&b, results)
 	out := b.String()
 	for _, want := range []string{
-		"| majority | 0 | 0 | 0 | 0 | 0 | - | - | 0.1s | never | - | - | - | FAIL: not Safe, unreadable |",
+		"| majority | 0 | 0 | 0 | 0 | 0 | - | - | 0.1s | never | - | - | - | FAIL: not settled, unreadable |",
 		"  - not every node listed every member and reported Safe within 30s of the heal\n",
 		"  - nodes: -replicas 4\n",
 		"  - 6 of the stale keys were deleted and came back\n",

@@ -122,6 +122,15 @@ var scenarios = []scenario{
 		hosts: map[int]nodeSettings{2: {ClockOffset: 5 * time.Minute}},
 		long:  true,
 	},
+	{
+		name: "calm",
+		about: "no fault: longsplit's cluster (1s tombstones, a full cache, 1-2s TTLs) left alone for the fault's length; " +
+			"a control of the suite's TTL and eviction judgements",
+		fault:    faultNone,
+		nodes:    nodeSettings{TombstoneTTL: time.Second, CrawlerInterval: 200 * time.Millisecond, MaxKeys: 300},
+		ttlShare: 50,
+		long:     true,
+	},
 }
 
 // others returns the main hosts but h.
@@ -431,3 +440,7 @@ func (c *cluster) checkCut(ctx context.Context, v *host, others []*host, cut boo
 	}
 	return nil
 }
+
+// faultNone holds without a fault: what a scenario then reads wrong, the
+// suite judged wrong, or the cluster got wrong without help.
+func faultNone(ctx context.Context, c *cluster, f *faultRun) error { return c.hold(ctx, f) }
