@@ -23,8 +23,10 @@
 // library's defaults: majority (3 of 5 nodes killed at once, with 4
 // copies; the cluster must be Safe again within 30 s), longsplit (a node
 // cut off for longer than a 1 s tombstone TTL, with TTL writes and a full
-// cache) and skew (a node's clock 5 minutes ahead, and a kill; a long
-// scenario, run by -short only when named). Each starts a fresh cluster,
+// cache), skew (a node's clock 5 minutes ahead, and a kill) and calm
+// (longsplit's cluster without the split: a control of the suite's own
+// TTL and eviction judgements); skew and calm are long scenarios, which
+// -short runs only when named. Each starts a fresh cluster,
 // its nodes with the scenario's node flags (nodeflags.go), loads it,
 // applies its fault, heals it, waits for the members to converge and for
 // Safe, loads it some more, then reads every key of the ledger from every
@@ -37,7 +39,7 @@
 //
 // Usage:
 //
-//	ghostchaos -short            # every scenario but skew briefly (CI): about 3½ minutes
+//	ghostchaos -short            # every scenario but skew and calm briefly (CI): about 3½ minutes
 //	ghostchaos                   # longer phases: about 10 minutes
 //	ghostchaos -scenarios kill,split -json out.json
 //	ghostchaos -short -scenarios majority,longsplit,skew
@@ -186,7 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (o options, cleanup, force, lis
 	fs := flag.NewFlagSet("ghostchaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.hosts, "hosts", 5, "hosts in the cluster, at least 3 (a spare joins in joinleave)")
-	fs.BoolVar(&o.short, "short", false, "short phases, and every scenario but the long ones (skew), for CI")
+	fs.BoolVar(&o.short, "short", false, "short phases, and every scenario but the long ones (skew, calm), for CI")
 	names := fs.String("scenarios", "", "comma-separated scenarios to run, e.g. majority,longsplit (default all, or with -short all but the long ones; see -list)")
 	fs.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file (- for stdout, in place of the table)")
 	subnet := fs.String("subnet", "10.199.7.0/24", "the hosts' private subnet, inside the namespaces only")

@@ -109,7 +109,10 @@ var scenarios = []scenario{
 		name: "longsplit",
 		about: "one node cut off for longer than the tombstone TTL (1s, crawled every 200ms) while the others delete and overwrite with 1-2s TTLs, " +
 			"in a full cache (300 keys a node)",
-		fault:    faultLongSplit,
+		fault: faultLongSplit,
+		// 300 keys a node is below the ~400 copies each of 5 nodes
+		// holds with the default -writers and -keys (990 keys, 2
+		// copies), so the nodes evict all along.
 		nodes:    nodeSettings{TombstoneTTL: time.Second, CrawlerInterval: 200 * time.Millisecond, MaxKeys: 300},
 		ttlShare: 50,
 	},
