@@ -530,9 +530,6 @@ func (e *expectation) judge(r readResult) string {
 	return wrongStale
 }
 
-// isWrong tells judge's faults from its notes.
-func isWrong(w string) bool { return w != "" && w != noteEvicted && w != noteExpired }
-
 // String lists the possible states, for messages.
 func (e expectation) String() string {
 	var s []string

@@ -244,3 +244,6 @@ func TestReadsOfHostsGroupWithoutTheirTimes(t *testing.T) {
 		t.Errorf("two hosts that read the same value at different times: %+v", res)
 	}
 }
+
+// isWrong tells judge's faults from its notes.
+func isWrong(w string) bool { return w != "" && w != noteEvicted && w != noteExpired }

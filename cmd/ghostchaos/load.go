@@ -14,7 +14,8 @@ import (
 )
 
 // The workload of a node process: writers that each own their keys (put,
-// add, delete), and readers of every writer's keys. Each goroutine paces
+// add, delete; in some scenarios some puts and adds with a short TTL), and
+// readers of every writer's keys. Each goroutine paces
 // itself and stops on stop or at the spec's deadline, whichever is first.
 
 // load is a running workload.
