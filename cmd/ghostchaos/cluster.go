@@ -28,15 +28,17 @@ type recorder struct {
 	bad    []string // reports the ledger refused: a bug in the suite
 }
 
-func newRecorder() *recorder { return &recorder{ledger: newLedger()} }
+func newRecorder() *recorder { return newRecorderWith(ledgerRules{tolerance: baseTolerance}) }
+
+func newRecorderWith(rules ledgerRules) *recorder { return &recorder{ledger: newLedgerWith(rules)} }
 
 func (r *recorder) report(h *host, m message) {
 	var err error
 	switch m.T {
 	case msgBegin:
-		err = r.ledger.begin(m.Ref, m.Key, m.Kind, m.Value)
+		err = r.ledger.begin(m.Ref, m.Key, m.Kind, m.Value, m.TTL, m.At)
 	case msgEnd:
-		err = r.ledger.end(m.Ref, m.Result)
+		err = r.ledger.end(m.Ref, m.Result, m.At)
 	case msgSlot:
 		if m.Slot != nil {
 			r.mu.Lock()
@@ -58,6 +60,7 @@ func (r *recorder) report(h *host, m message) {
 // cluster is the node processes of one scenario.
 type cluster struct {
 	s     *suite
+	sc    scenario
 	rec   *recorder
 	procs map[int]*proc // by host number: the running process of each host
 	// want is the membership the cluster should converge to: the hosts
@@ -68,8 +71,8 @@ type cluster struct {
 	cleanups []func(ctx context.Context) error // undo faults, last first
 }
 
-func newCluster(s *suite) *cluster {
-	return &cluster{s: s, rec: newRecorder(), procs: map[int]*proc{}, want: s.mainHosts(), victim: s.victim()}
+func newCluster(s *suite, sc scenario) *cluster {
+	return &cluster{s: s, sc: sc, rec: newRecorderWith(sc.ledgerRules(s.nw.hosts)), procs: map[int]*proc{}, want: s.mainHosts(), victim: s.victim()}
 }
 
 // start starts a node process on h and waits until it serves; with
@@ -90,7 +93,8 @@ func (c *cluster) start(ctx context.Context, h *host, withLoad, fresh bool) erro
 	if err != nil {
 		return err
 	}
-	p, err := startProc(ctx, c.s.exe, h, cfg.Epoch, c.rec, nodeFlag, string(raw))
+	args := append([]string{nodeFlag, string(raw)}, c.sc.settings(h).args()...)
+	p, err := startProc(ctx, c.s.exe, h, cfg.Epoch, c.rec, args...)
 	if err != nil {
 		return err
 	}
@@ -103,7 +107,7 @@ func (c *cluster) start(ctx context.Context, h *host, withLoad, fresh bool) erro
 
 // load starts the workload of host h's process.
 func (c *cluster) load(ctx context.Context, h *host, fresh bool) error {
-	spec := c.s.loadSpec(h, fresh)
+	spec := c.s.loadSpec(c.sc, h, fresh)
 	spec.Frozen = c.frozen
 	_, err := c.procs[h.num].call(ctx, command{Cmd: cmdLoad, Load: &spec}, statusTimeout)
 	return err
@@ -114,6 +118,22 @@ func (c *cluster) kill(h *host) {
 	if p := c.procs[h.num]; p != nil {
 		p.kill()
 		delete(c.procs, h.num)
+	}
+}
+
+// killAll kills the processes of hosts at the same moment, as a power cut
+// would: every one is sent SIGKILL before any is waited for.
+func (c *cluster) killAll(hosts []*host) {
+	var ps []*proc
+	for _, h := range hosts {
+		if p := c.procs[h.num]; p != nil {
+			_ = p.cmd.Process.Kill() // one already gone is as good
+			ps = append(ps, p)
+			delete(c.procs, h.num)
+		}
+	}
+	for _, p := range ps {
+		p.kill() // waits until it is gone and its reports are read
 	}
 }
 
@@ -143,12 +163,62 @@ func (c *cluster) running() []*host {
 
 // members asks host h's node whom it lists.
 func (c *cluster) members(ctx context.Context, h *host) ([]string, error) {
+	m, err := c.status(ctx, h)
+	return m.Members, err
+}
+
+// status asks host h's node for its status.
+func (c *cluster) status(ctx context.Context, h *host) (message, error) {
 	p := c.procs[h.num]
 	if p == nil {
-		return nil, fmt.Errorf("%s: not running", h)
+		return message{}, fmt.Errorf("%s: not running", h)
 	}
-	m, err := p.call(ctx, command{Cmd: cmdStatus}, statusTimeout)
-	return m.Members, err
+	return p.call(ctx, command{Cmd: cmdStatus}, statusTimeout)
+}
+
+// probe dials the node address of each of to from host from, and returns
+// those that the network let through and those it did not, with why.
+func (c *cluster) probe(ctx context.Context, from *host, to []*host) (reached []*host, blocked map[*host]string, err error) {
+	p := c.procs[from.num]
+	if p == nil {
+		return nil, nil, fmt.Errorf("%s: not running", from)
+	}
+	var addrs []string
+	for _, h := range to {
+		addrs = append(addrs, h.addr())
+	}
+	m, err := p.call(ctx, command{Cmd: cmdProbe, Probe: addrs}, statusTimeout+time.Duration(len(to))*probeTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	blocked = map[*host]string{}
+	for _, h := range to {
+		why, ok := m.Reached[h.addr()]
+		switch {
+		case !ok:
+			blocked[h] = "not probed"
+		case why == "":
+			reached = append(reached, h)
+		default:
+			blocked[h] = why
+		}
+	}
+	return reached, blocked, nil
+}
+
+// stats sums a figure of every running node's status.
+func (c *cluster) stats(ctx context.Context) (map[string]float64, error) {
+	sum := map[string]float64{}
+	for _, h := range c.running() {
+		m, err := c.status(ctx, h)
+		if err != nil {
+			return sum, err
+		}
+		for k, v := range m.Stats {
+			sum[k] += v
+		}
+	}
+	return sum, nil
 }
 
 // converged checks that each observer lists exactly the hosts of want.
@@ -199,7 +269,7 @@ func (c *cluster) waitSafe(ctx context.Context, timeout time.Duration) (took tim
 	for {
 		all := true
 		for _, h := range c.running() {
-			m, err := c.procs[h.num].call(ctx, command{Cmd: cmdStatus}, statusTimeout)
+			m, err := c.status(ctx, h)
 			if err != nil {
 				return 0, true, err
 			}
@@ -212,7 +282,7 @@ func (c *cluster) waitSafe(ctx context.Context, timeout time.Duration) (took tim
 			return time.Since(start), true, nil
 		}
 		if time.Since(start) > timeout {
-			return 0, true, fmt.Errorf("not Safe after %v", timeout)
+			return 0, true, fmt.Errorf("not Safe after %v", timeout.Round(10*time.Millisecond))
 		}
 		if err := sleepCtx(ctx, pollEvery); err != nil {
 			return 0, true, err

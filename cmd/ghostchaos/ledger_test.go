@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // write is one op of a test history: kind, value, outcome.
@@ -24,11 +25,11 @@ func ledgerOf(t *testing.T, histories map[string][]write) *ledger {
 			// Ids rise within an epoch and fall across them: the epoch
 			// decides first.
 			ref := opRef{Epoch: 1 + i/3, ID: int64(1000*k + 100 - 10*(i/3) + i%3)}
-			if err := l.begin(ref, key, w.kind, w.value); err != nil {
+			if err := l.begin(ref, key, w.kind, w.value, 0, 0); err != nil {
 				t.Fatal(err)
 			}
 			if w.res != "" {
-				if err := l.end(ref, w.res); err != nil {
+				if err := l.end(ref, w.res, 0); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -78,12 +79,12 @@ func TestExpectation(t *testing.T) {
 			l := ledgerOf(t, map[string][]write{"k": c.ops})
 			e := l.expect("k")
 			for _, r := range c.allow {
-				if !e.allows(r.Present, r.Value) {
+				if !e.allows(r) {
 					t.Errorf("%+v refused; possible: %s", r, e)
 				}
 			}
 			for _, r := range c.refuse {
-				if e.allows(r.Present, r.Value) {
+				if e.allows(r) {
 					t.Errorf("%+v allowed; possible: %s", r, e)
 				}
 			}
@@ -98,27 +99,29 @@ func TestLedgerOrdersByEpochThenID(t *testing.T) {
 	l := newLedger()
 	// The restarted writer's op (epoch 2, id 1) follows the first
 	// process's (epoch 1, id 50), whatever order the reports came in.
-	mustOK(t, l.begin(opRef{2, 1}, "k", opPut, "new"))
-	mustOK(t, l.end(opRef{2, 1}, outcomeOK))
-	mustOK(t, l.begin(opRef{1, 50}, "k", opPut, "old"))
-	mustOK(t, l.end(opRef{1, 50}, outcomeOK))
-	if e := l.expect("k"); !e.allows(true, "new") || e.allows(true, "old") {
+	mustOK(t, l.begin(opRef{2, 1}, "k", opPut, "new", 0, 0))
+	mustOK(t, l.end(opRef{2, 1}, outcomeOK, 0))
+	mustOK(t, l.begin(opRef{1, 50}, "k", opPut, "old", 0, 0))
+	mustOK(t, l.end(opRef{1, 50}, outcomeOK, 0))
+	if e := l.expect("k"); !e.allows(present("new")) || e.allows(present("old")) {
 		t.Errorf("possible states %s, want only \"new\"", e)
 	}
 }
 
 func TestLedgerRefusesBadReports(t *testing.T) {
 	l := newLedger()
-	mustOK(t, l.begin(opRef{1, 1}, "k", opPut, "v"))
+	mustOK(t, l.begin(opRef{1, 1}, "k", opPut, "v", 0, 0))
 	for name, err := range map[string]error{
-		"begun twice":   l.begin(opRef{1, 1}, "k", opPut, "v"),
-		"no key":        l.begin(opRef{1, 2}, "", opPut, "v"),
-		"unknown kind":  l.begin(opRef{1, 3}, "k", "incr", "v"),
-		"put no value":  l.begin(opRef{1, 4}, "k", opPut, ""),
-		"never begun":   l.end(opRef{9, 9}, outcomeOK),
-		"bad outcome":   l.end(opRef{1, 1}, "maybe"),
-		"ended twice":   func() error { _ = l.end(opRef{1, 1}, outcomeOK); return l.end(opRef{1, 1}, outcomeOK) }(),
-		"pending is ''": l.end(opRef{1, 1}, ""),
+		"begun twice":     l.begin(opRef{1, 1}, "k", opPut, "v", 0, 0),
+		"no key":          l.begin(opRef{1, 2}, "", opPut, "v", 0, 0),
+		"unknown kind":    l.begin(opRef{1, 3}, "k", "incr", "v", 0, 0),
+		"put no value":    l.begin(opRef{1, 4}, "k", opPut, "", 0, 0),
+		"negative ttl":    l.begin(opRef{1, 5}, "k", opPut, "v", -time.Second, 0),
+		"delete with ttl": l.begin(opRef{1, 6}, "k", opDelete, "", time.Second, 0),
+		"never begun":     l.end(opRef{9, 9}, outcomeOK, 0),
+		"bad outcome":     l.end(opRef{1, 1}, "maybe", 0),
+		"ended twice":     func() error { _ = l.end(opRef{1, 1}, outcomeOK, 0); return l.end(opRef{1, 1}, outcomeOK, 0) }(),
+		"pending is ''":   l.end(opRef{1, 1}, "", 0),
 	} {
 		if err == nil {
 			t.Errorf("%s: accepted", name)

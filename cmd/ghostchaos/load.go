@@ -14,7 +14,8 @@ import (
 )
 
 // The workload of a node process: writers that each own their keys (put,
-// add, delete), and readers of every writer's keys. Each goroutine paces
+// add, delete; in some scenarios some puts and adds with a short TTL), and
+// readers of every writer's keys. Each goroutine paces
 // itself and stops on stop or at the spec's deadline, whichever is first.
 
 // load is a running workload.
@@ -81,26 +82,73 @@ func (l *load) pace(next *time.Time, period time.Duration) bool {
 // frozen, its hot keys only.
 func (l *load) writer(w int) {
 	rng := rand.New(rand.NewPCG(uint64(l.cfg.Epoch), uint64(w)))
-	// held is what the writer believes of each key: true held, false
-	// absent, missing unknown (a restarted writer knows nothing).
-	held := make(map[int]bool)
+	b := belief{held: make(map[int]bool), expires: make(map[int]time.Time)}
 	next := time.Now()
 	if l.spec.Fresh {
 		for i := range l.spec.Keys {
-			held[i] = false
+			b.held[i] = false
 		}
 		for i := 0; i < l.spec.Keys; i += 3 {
 			if !l.pace(&next, l.spec.WriteEvery) {
 				return
 			}
-			l.writeKey(w, i, opAdd, held)
+			l.writeKey(w, i, opAdd, 0, &b)
 		}
 	}
 	for l.pace(&next, l.spec.WriteEvery) {
 		if i, ok := l.pickKey(rng); ok {
-			l.writeKey(w, i, chooseWrite(rng, held, i), held)
+			b.age(i, time.Now())
+			kind := chooseWrite(rng, b.held, i)
+			l.writeKey(w, i, kind, l.spec.pickTTL(rng, kind), &b)
 		}
 	}
+}
+
+// belief is what a writer believes of its keys.
+type belief struct {
+	// held: true held, false absent, missing unknown (a restarted writer
+	// knows nothing).
+	held map[int]bool
+	// expires: when a key written with a TTL is surely gone.
+	expires map[int]time.Time
+}
+
+// age forgets key i's value once its TTL is surely over, so that the
+// writer adds it again: an Add is how a pair that should have expired
+// shows itself.
+func (b *belief) age(i int, now time.Time) {
+	if t, ok := b.expires[i]; ok && now.After(t) {
+		b.held[i] = false
+		delete(b.expires, i)
+	}
+}
+
+// learn updates the belief after a write of key i that returned at end.
+func (b *belief) learn(i int, kind opKind, ttl time.Duration, res outcome, end time.Time) {
+	delete(b.expires, i)
+	switch res {
+	case outcomeOK:
+		b.held[i] = kind != opDelete
+		if ttl > 0 && kind != opDelete {
+			// Its primary set the deadline during the call: it is
+			// over by the end plus the TTL, give or take the clocks.
+			b.expires[i] = end.Add(ttl + baseTolerance)
+		}
+	case outcomeNotStored:
+		b.held[i] = true
+	case outcomeNotFound:
+		b.held[i] = false
+	default:
+		delete(b.held, i)
+	}
+}
+
+// pickTTL draws the TTL of a put or add: none for most, as the spec says.
+func (spec loadSpec) pickTTL(rng *rand.Rand, kind opKind) time.Duration {
+	if kind == opDelete || spec.TTLShare <= 0 || rng.IntN(100) >= spec.TTLShare {
+		return 0
+	}
+	return spec.TTLMin + time.Duration(rng.Int64N(int64(max(spec.TTLMax-spec.TTLMin, 0))+1))
 }
 
 // pickKey picks a warm or hot key, or a hot one once frozen.
@@ -120,27 +168,20 @@ func (l *load) pickKey(rng *rand.Rand) (int, bool) {
 }
 
 // writeKey makes one write of writer w's key i, reported before and
-// after, and updates what the writer believes of the key.
-func (l *load) writeKey(w, i int, kind opKind, held map[int]bool) {
+// after with the times that bound it, and updates what the writer
+// believes of the key.
+func (l *load) writeKey(w, i int, kind opKind, ttl time.Duration, b *belief) {
 	key := keyName(l.cfg.Host, w, i)
 	ref := opRef{Epoch: l.cfg.Epoch, ID: l.nextID.Add(1)}
 	var value string
 	if kind != opDelete {
 		value = fmt.Sprintf("e%d.%d", ref.Epoch, ref.ID)
 	}
-	l.out.send(message{T: msgBegin, Ref: ref, Key: key, Kind: kind, Value: value})
-	res := l.write(key, kind, value)
-	l.out.send(message{T: msgEnd, Ref: ref, Result: res})
-	switch res {
-	case outcomeOK:
-		held[i] = kind != opDelete
-	case outcomeNotStored:
-		held[i] = true
-	case outcomeNotFound:
-		held[i] = false
-	default:
-		delete(held, i)
-	}
+	l.out.send(message{T: msgBegin, Ref: ref, Key: key, Kind: kind, Value: value, TTL: ttl, At: time.Now().UnixNano()})
+	res := l.write(key, kind, value, ttl)
+	end := time.Now()
+	l.out.send(message{T: msgEnd, Ref: ref, Result: res, At: end.UnixNano()})
+	b.learn(i, kind, ttl, res, end)
 }
 
 // chooseWrite picks the next op on key i. A key believed absent gets an
@@ -158,18 +199,22 @@ func chooseWrite(rng *rand.Rand, held map[int]bool, i int) opKind {
 	return opPut
 }
 
-// write makes one write call and classifies its result.
-func (l *load) write(key string, kind opKind, value string) outcome {
+// write makes one write call, with ttl (0: none), and classifies its
+// result.
+func (l *load) write(key string, kind opKind, value string, ttl time.Duration) outcome {
 	// Not l.ctx: a call the load's end cut short would count as failed.
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
+	if ttl <= 0 {
+		ttl = ghost.NoExpiry
+	}
 	start := time.Now()
 	var err error
 	switch kind {
 	case opPut:
-		err = l.node.Put(ctx, key, value, ghost.NoExpiry)
+		err = l.node.Put(ctx, key, value, ttl)
 	case opAdd:
-		err = l.node.Add(ctx, key, value, ghost.NoExpiry)
+		err = l.node.Add(ctx, key, value, ttl)
 	case opDelete:
 		err = l.node.Delete(ctx, key)
 	}

@@ -108,3 +108,51 @@ func TestSlotRecorder(t *testing.T) {
 		t.Errorf("the slot was not reset: %+v", next)
 	}
 }
+
+func TestPickTTL(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	spec := loadSpec{TTLShare: 30, TTLMin: time.Second, TTLMax: 2 * time.Second}
+	with := 0
+	for range 10000 {
+		switch d := spec.pickTTL(rng, opPut); {
+		case d == 0:
+		case d < time.Second || d > 2*time.Second:
+			t.Fatalf("ttl %v outside 1s-2s", d)
+		default:
+			with++
+		}
+		if d := spec.pickTTL(rng, opDelete); d != 0 {
+			t.Fatalf("a delete with ttl %v", d)
+		}
+	}
+	if with < 2500 || with > 3500 {
+		t.Errorf("%d of 10000 puts with a TTL, want about 3000", with)
+	}
+	if d := (loadSpec{}).pickTTL(rng, opPut); d != 0 {
+		t.Errorf("no share, yet ttl %v", d)
+	}
+}
+
+func TestBeliefForgetsExpiredKeys(t *testing.T) {
+	b := belief{held: map[int]bool{}, expires: map[int]time.Time{}}
+	end := time.Unix(100, 0)
+	b.learn(1, opPut, time.Second, outcomeOK, end)
+	b.age(1, end.Add(time.Second)) // the deadline may not have passed
+	if h, ok := b.held[1]; !ok || !h {
+		t.Errorf("before its TTL surely ran out: held %v, %v", h, ok)
+	}
+	b.age(1, end.Add(2*time.Second))
+	if h, ok := b.held[1]; !ok || h {
+		t.Errorf("after its TTL: held %v, %v; want known absent, so that the writer adds it", h, ok)
+	}
+	b.learn(2, opPut, time.Second, outcomeOK, end)
+	b.learn(2, opPut, 0, outcomeOK, end)
+	b.age(2, end.Add(time.Hour))
+	if !b.held[2] {
+		t.Error("a put without a TTL after one with: forgotten")
+	}
+	b.learn(3, opPut, time.Second, outcomeFailed, end)
+	if _, ok := b.held[3]; ok {
+		t.Error("a failed put: the key should be unknown")
+	}
+}

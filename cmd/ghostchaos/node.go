@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ghostdb/ghost"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The node process: one GhostDB node in a host's network namespace, with
@@ -43,9 +46,9 @@ type nodeProcess struct {
 
 // runNode is main for a node process. It returns when stdin closes (the
 // suite is gone or done with it) or after a leave command.
-func runNode(raw string, stdin io.Reader, stdout io.Writer) error {
+func runNode(raw string, ns nodeSettings, stdin io.Reader, stdout io.Writer) error {
 	out := &reporter{enc: json.NewEncoder(stdout)}
-	np, err := startNode(raw, out)
+	np, err := startNode(raw, ns, out)
 	if err != nil {
 		out.send(message{T: msgFailed, Err: err.Error()})
 		return err
@@ -75,7 +78,7 @@ func runNode(raw string, stdin io.Reader, stdout io.Writer) error {
 }
 
 // startNode checks the configuration against the address guard and joins.
-func startNode(raw string, out *reporter) (*nodeProcess, error) {
+func startNode(raw string, ns nodeSettings, out *reporter) (*nodeProcess, error) {
 	var cfg nodeConfig
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)
@@ -108,7 +111,7 @@ func startNode(raw string, out *reporter) (*nodeProcess, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	node, err := ghost.Join(ctx, ghost.Config{
+	gcfg := ghost.Config{
 		Addr:           cfg.Addr,
 		PeersFile:      cfg.NodeFile,
 		Gossip:         ghost.FastGossip,
@@ -116,7 +119,9 @@ func startNode(raw string, out *reporter) (*nodeProcess, error) {
 		RequestTimeout: requestTimeout,
 		DisableHTTP:    true,
 		Logger:         logger,
-	})
+	}
+	ns.apply(&gcfg)
+	node, err := ghost.Join(ctx, gcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -160,11 +165,18 @@ func (np *nodeProcess) do(cmd command) (reply message, leave bool) {
 	case cmdStatus:
 		reply.Members = np.node.Members()
 		reply.Safe = safeState(np.node)
+		reply.Addr = np.node.Addr()
+		reply.Stats = nodeStats(np.node)
 		if err := np.guard.checkAll(reply.Members); err != nil {
 			reply.Err = fmt.Sprintf("a member outside the suite's hosts: %v", err)
 		}
 	case cmdCheck:
 		reply.Reads = np.readAll(cmd.Keys)
+	case cmdProbe:
+		var err error
+		if reply.Reached, err = np.probe(cmd.Probe); err != nil {
+			reply.Err = err.Error()
+		}
 	case cmdLeave:
 		np.stopLoad()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -179,6 +191,29 @@ func (np *nodeProcess) do(cmd command) (reply message, leave bool) {
 	return reply, false
 }
 
+// nodeStats reads a few of the node's own figures from its collector, by
+// their Prometheus names: whether the cache filled up and evicted, and
+// whether pairs expired. They are this node's alone, where
+// WatchdogMetrics would ask every member.
+func nodeStats(node *ghost.Node) map[string]float64 {
+	figures := []string{statPairs, statEvictions, statExpired}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(node.Collector()); err != nil {
+		return nil
+	}
+	families, _ := reg.Gather() // a figure that fails is left out
+	out := map[string]float64{}
+	for _, f := range families {
+		if !slices.Contains(figures, f.GetName()) {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			out[f.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
 // safeState asks the node whether it is Safe: every partition has its
 // copies, nothing is moving.
 func safeState(node *ghost.Node) string {
@@ -188,41 +223,103 @@ func safeState(node *ghost.Node) string {
 	return safeNo
 }
 
+// Bounds of the final reads: a wedged cluster can fail every read after
+// its full timeout and retries, which one at a time would take hours.
+const (
+	checkReaders  = 16               // keys read at once
+	checkDeadline = 40 * time.Second // then the keys not read yet are unreadable
+)
+
 // readAll reads every key, retrying failed reads a few times, and returns
-// what it read.
+// what it read, with when.
 func (np *nodeProcess) readAll(keys []string) map[string]readResult {
-	out := make(map[string]readResult, len(keys))
-	for _, k := range keys {
-		var r readResult
-		for try := range 4 {
-			if try > 0 {
-				time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+	deadline := time.Now().Add(checkDeadline)
+	out := make([]readResult, len(keys))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range checkReaders {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = np.readRetrying(keys[i], deadline)
 			}
-			if r = np.read(k); r.Err == "" {
-				break
-			}
-		}
-		out[k] = r
+		})
 	}
-	return out
+	for i := range keys {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	m := make(map[string]readResult, len(keys))
+	for i, k := range keys {
+		m[k] = out[i]
+	}
+	return m
 }
 
+// readRetrying reads key, again after a failure, until the deadline.
+func (np *nodeProcess) readRetrying(key string, deadline time.Time) readResult {
+	r := readResult{Err: "not read: the check ran out of time"}
+	for try := range 4 {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		if r = np.read(key); r.Err == "" {
+			break
+		}
+	}
+	return r
+}
+
+// read reads key once, timing the call: a TTL's deadline is judged
+// against that interval.
 func (np *nodeProcess) read(key string) readResult {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
+	start := time.Now()
 	it, err := np.node.Get(ctx, key)
+	r := readResult{Start: start.UnixNano(), End: time.Now().UnixNano()}
 	switch {
 	case errors.Is(err, ghost.ErrCacheMiss):
-		return readResult{}
+		return r
 	case err != nil:
-		return readResult{Err: err.Error()}
+		r.Err = err.Error()
+		return r
 	}
 	var v string
 	if err := it.Decode(&v); err != nil {
-		return readResult{Err: fmt.Sprintf("decode: %v", err)}
+		r.Err = fmt.Sprintf("decode: %v", err)
+		return r
 	}
-	return readResult{Present: true, Value: v}
+	r.Present, r.Value = true, v
+	return r
 }
+
+// probe dials each address from this host, briefly: it tells the suite
+// whether the network lets a connection through, whatever the nodes make
+// of it. Each address must be one of the suite's hosts.
+func (np *nodeProcess) probe(addrs []string) (map[string]string, error) {
+	if err := np.guard.checkAll(addrs); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(addrs))
+	for _, a := range addrs {
+		c, err := net.DialTimeout("tcp", a, probeTimeout)
+		if err != nil {
+			out[a] = err.Error()
+			continue
+		}
+		c.Close()
+		out[a] = ""
+	}
+	return out, nil
+}
+
+// probeTimeout bounds one probe's connect: on the suite's bridge a
+// connection that is let through is made in well under a millisecond.
+const probeTimeout = 300 * time.Millisecond
 
 func (np *nodeProcess) startLoad(spec loadSpec) {
 	np.mu.Lock()

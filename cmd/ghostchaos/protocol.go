@@ -29,6 +29,7 @@ const (
 	cmdCheck  = "check"  // read keys, with retries, and return what was read
 	cmdLeave  = "leave"  // stop the load, Leave the cluster and exit
 	cmdFreeze = "freeze" // writers leave their warm keys alone from now on
+	cmdProbe  = "probe"  // dial addresses from the host: does the network let them through?
 )
 
 // command is one line a node process reads.
@@ -37,6 +38,8 @@ type command struct {
 	Cmd  string    `json:"cmd"`
 	Load *loadSpec `json:"load,omitempty"`
 	Keys []string  `json:"keys,omitempty"` // check
+	// Probe: addresses to dial from the node's host (cmdProbe).
+	Probe []string `json:"probe,omitempty"`
 }
 
 // loadSpec is the workload of one node process.
@@ -50,6 +53,11 @@ type loadSpec struct {
 	Fresh       bool          `json:"fresh"`        // the keys were never written: writers add the cold ones, and know the rest absent
 	Frozen      bool          `json:"frozen"`       // writers leave their warm keys alone
 	Until       time.Time     `json:"until"`        // the load stops by itself then, whatever happens
+	// TTLShare is the percentage of puts and adds written with a TTL,
+	// drawn between TTLMin and TTLMax; the others never expire.
+	TTLShare int           `json:"ttl_share,omitempty"`
+	TTLMin   time.Duration `json:"ttl_min,omitempty"`
+	TTLMax   time.Duration `json:"ttl_max,omitempty"`
 }
 
 // Report and reply types, in message.T.
@@ -68,11 +76,13 @@ type message struct {
 	T string `json:"t"`
 
 	// msgBegin, msgEnd: a write.
-	Ref    opRef   `json:"ref,omitzero"`
-	Key    string  `json:"k,omitempty"`
-	Kind   opKind  `json:"o,omitempty"`
-	Value  string  `json:"v,omitempty"`
-	Result outcome `json:"r,omitempty"`
+	Ref    opRef         `json:"ref,omitzero"`
+	Key    string        `json:"k,omitempty"`
+	Kind   opKind        `json:"o,omitempty"`
+	Value  string        `json:"v,omitempty"`
+	TTL    time.Duration `json:"ttl,omitempty"` // msgBegin: the put's or add's TTL
+	At     int64         `json:"at,omitempty"`  // unix ns: just before the call (msgBegin), just after it (msgEnd)
+	Result outcome       `json:"r,omitempty"`
 
 	// msgSlot: the calls that ended in one slot.
 	Slot *slot `json:"slot,omitempty"`
@@ -83,7 +93,17 @@ type message struct {
 	Members []string              `json:"members,omitempty"`
 	Safe    string                `json:"safe,omitempty"` // safeYes, safeNo or safeUnknown
 	Reads   map[string]readResult `json:"reads,omitempty"`
+	Addr    string                `json:"addr,omitempty"`    // msgReply to status: where the node says it listens
+	Stats   map[string]float64    `json:"stats,omitempty"`   // msgReply to status: the node's own figures, by the names below
+	Reached map[string]string     `json:"reached,omitempty"` // msgReply to probe: each address, "" when it answered, else why not
 }
+
+// The figures of a status reply's Stats: the node's Prometheus names.
+const (
+	statPairs     = "ghost_pairs"
+	statEvictions = "ghost_evictions_total"
+	statExpired   = "ghost_expired_total"
+)
 
 // What a node says about Safe: replication adds Node.Safe; until then the
 // answer is unknown.

@@ -39,14 +39,26 @@ type result struct {
 	Converge   *float64     `json:"converge_s,omitempty"` // heal → every node lists every member
 	Safe       *float64     `json:"safe_s,omitempty"`     // heal → every node reports Safe
 	SafeKnown  bool         `json:"safe_known"`           // the nodes have Node.Safe
-	Before     phaseStats   `json:"before"`
-	During     phaseStats   `json:"during"`
-	After      phaseStats   `json:"after"`
-	BadReports []string     `json:"bad_reports,omitempty"`
-	Notes      []string     `json:"notes,omitempty"`
-	Err        string       `json:"error,omitempty"` // the scenario could not run to its end
-	Seconds    float64      `json:"seconds"`
-	Pass       bool         `json:"pass"`
+	// Unsettled: the nodes did not all list every member and report Safe
+	// within SettleBound of the heal (or the suite's patience): never,
+	// as far as the run could tell.
+	Unsettled   bool     `json:"unsettled,omitempty"`
+	SettleBound *float64 `json:"settle_bound_s,omitempty"`
+	Nodes       string   `json:"nodes"`               // the nodes' flags, as a node process takes them ("defaults" for none)
+	TTLShare    int      `json:"ttl_share,omitempty"` // percent of warm and hot puts and adds with a short TTL
+	// Evictions and Expirations are the nodes' own counts of pairs
+	// evicted and expired, summed over the processes running at the end
+	// (not those killed before).
+	Evictions   int64      `json:"evictions"`
+	Expirations int64      `json:"expirations"`
+	Before      phaseStats `json:"before"`
+	During      phaseStats `json:"during"`
+	After       phaseStats `json:"after"`
+	BadReports  []string   `json:"bad_reports,omitempty"`
+	Notes       []string   `json:"notes,omitempty"`
+	Err         string     `json:"error,omitempty"` // the scenario could not run to its end
+	Seconds     float64    `json:"seconds"`
+	Pass        bool       `json:"pass"`
 }
 
 // summarise fills in the counts and latencies from the recorder, and the
@@ -104,6 +116,8 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (r *result) verdict() string {
 	var why []string
 	switch {
+	case r.Unsettled: // its error says so
+		why = append(why, "not settled")
 	case r.Err != "":
 		why = append(why, "error")
 	case !r.Checked:
@@ -138,7 +152,10 @@ func writeTable(w io.Writer, results []*result) {
 			window = fmt.Sprintf("%+.1f … %+.1f", *r.FailFrom, *r.FailTo)
 		}
 		safe := seconds(r.Safe)
-		if !r.SafeKnown {
+		switch {
+		case r.Unsettled:
+			safe = "never"
+		case !r.SafeKnown:
 			safe = "n/a"
 		}
 		lost, stale := "-", "-"
@@ -165,8 +182,27 @@ func writeTable(w io.Writer, results []*result) {
 			}
 			lines = append(lines, "by key class: "+strings.Join(parts, "; "))
 		}
+		if r.Nodes != "defaults" && r.Nodes != "" {
+			lines = append(lines, "nodes: "+r.Nodes)
+		}
+		if r.Unsettled {
+			bound := "the suite's patience"
+			if r.SettleBound != nil {
+				bound = fmt.Sprintf("%.0fs", *r.SettleBound)
+			}
+			lines = append(lines, "not every node listed every member and reported Safe within "+bound+" of the heal")
+		}
 		if r.Check.Resurrected > 0 {
 			lines = append(lines, fmt.Sprintf("%d of the stale keys were deleted and came back", r.Check.Resurrected))
+		}
+		if r.Check.ExpiredBack > 0 {
+			lines = append(lines, fmt.Sprintf("%d of the stale keys were read with a value after its TTL, or with an older one once the newer one's TTL was over", r.Check.ExpiredBack))
+		}
+		if r.TTLShare > 0 || r.Check.Expired > 0 {
+			lines = append(lines, fmt.Sprintf("TTLs: %d%% of warm and hot puts and adds; %d keys read absent as their TTL allowed; the nodes expired %d pairs", r.TTLShare, r.Check.Expired, r.Expirations))
+		}
+		if r.Check.Evicted > 0 || r.Evictions > 0 {
+			lines = append(lines, fmt.Sprintf("full cache: the nodes evicted %d pairs; %d keys read absent as only an eviction explains (allowed)", r.Evictions, r.Check.Evicted))
 		}
 		if r.Check.Odd > 0 {
 			lines = append(lines, fmt.Sprintf("%d acknowledged results contradicted the ledger while the load ran (NOT_FOUND for a key that must be held, REMOVED or NOT_STORED for one that must be absent)", r.Check.Odd))

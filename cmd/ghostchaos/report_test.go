@@ -34,8 +34,8 @@ func TestSummarise(t *testing.T) {
 		slotAt(t0.Add(4*time.Second), 50, 1, 500*time.Millisecond),
 		slotAt(t0.Add(7*time.Second), 100, 0, 2*time.Millisecond),
 	}
-	mustOK(t, rec.ledger.begin(opRef{1, 1}, "k", opPut, "v"))
-	mustOK(t, rec.ledger.end(opRef{1, 1}, outcomeOK))
+	mustOK(t, rec.ledger.begin(opRef{1, 1}, "k", opPut, "v", 0, 0))
+	mustOK(t, rec.ledger.end(opRef{1, 1}, outcomeOK, 0))
 	r := &result{Name: "kill", Checked: true}
 	r.summarise(rec, ph)
 	if r.Ops != 350 || r.Failed != 5 || r.Writes.Acked != 1 {
@@ -69,6 +69,9 @@ func TestVerdict(t *testing.T) {
 		{"not checked", result{}, nil, "FAIL: not checked"},
 		{"unreadable", result{Checked: true, Check: checkResult{Unreadable: 1}}, nil, "FAIL: unreadable"},
 		{"bad reports", result{Checked: true}, []string{"host1: op {1 1} begun twice"}, "FAIL: bad reports"},
+		{"never Safe", result{Checked: true, Unsettled: true, Err: "after healing: not Safe", Check: checkResult{Unreadable: 3}}, nil, "FAIL: not settled, unreadable"},
+		{"came back", result{Checked: true, Check: checkResult{Stale: 2, Resurrected: 1, ExpiredBack: 1}}, nil, "FAIL: stale"},
+		{"evicted is no loss", result{Checked: true, Check: checkResult{Evicted: 40, Expired: 100}}, nil, "PASS"},
 	} {
 		r := c.r
 		rec := newRecorder()
@@ -111,6 +114,32 @@ func TestWriteTable(t *testing.T) {
 	}
 	if lines := strings.Count(strings.SplitN(out, "\n\n", 2)[0], "\n"); lines != 2+len(results)-1 {
 		t.Errorf("table has %d lines", lines+1)
+	}
+}
+
+func TestWriteTableWidened(t *testing.T) {
+	bound, conv := 30.0, 0.1
+	results := []*result{
+		{Name: "majority", Nodes: "-replicas 4", Checked: true, Unsettled: true, SafeKnown: true, SettleBound: &bound, Converge: &conv,
+			Err: "after healing: not Safe after 30s", Check: checkResult{Unreadable: 630}},
+		{Name: "longsplit", Nodes: "-tombstone-ttl 1s -max-keys 300", Checked: true, SafeKnown: true, Safe: &conv, TTLShare: 50,
+			Evictions: 330, Expirations: 787, Check: checkResult{Stale: 8, Resurrected: 6, ExpiredBack: 2, Evicted: 43, Expired: 137}},
+	}
+	var b bytes.Buffer
+	writeTable(&b, results)
+	out := b.String()
+	for _, want := range []string{
+		"| majority | 0 | 0 | 0 | 0 | 0 | - | - | 0.1s | never | - | - | - | FAIL: not settled, unreadable |",
+		"  - not every node listed every member and reported Safe within 30s of the heal\n",
+		"  - nodes: -replicas 4\n",
+		"  - 6 of the stale keys were deleted and came back\n",
+		"  - 2 of the stale keys were read with a value after its TTL",
+		"  - TTLs: 50% of warm and hot puts and adds; 137 keys read absent as their TTL allowed; the nodes expired 787 pairs\n",
+		"  - full cache: the nodes evicted 330 pairs; 43 keys read absent as only an eviction explains (allowed)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -13,13 +13,57 @@ import (
 // is the last host, the youngest member, or for the scenarios named
 // *coord the first, the oldest: the coordinator, which publishes the
 // partition tables. Every host runs writers and readers.
+//
+// The later scenarios widen the envelope beyond one short fault on a
+// cluster with the library's defaults: they set node flags (more copies,
+// short tombstone TTLs, a full cache, a skewed clock), give some writes a
+// short TTL, and bound the time the cluster may take to settle.
 
-// scenario is one fault.
+// scenario is one fault, and the cluster it strikes.
 type scenario struct {
 	name        string
 	about       string
 	fault       func(ctx context.Context, c *cluster, f *faultRun) error
 	coordinator bool // the victim is the coordinator
+
+	// The zero values below are the first scenarios': the library's
+	// defaults, no TTL, the suite's usual patience, in the short run.
+	nodes nodeSettings         // every node's flags
+	hosts map[int]nodeSettings // a host's own flags over nodes, by host number
+	// ttlShare is the percentage of warm and hot puts and adds written
+	// with a TTL of ttlMin to ttlMax.
+	ttlShare int
+	// settle bounds the time from the heal until every node lists every
+	// member and reports Safe; past it the scenario fails, and its keys
+	// are read back all the same. Zero: convergeTimeout, then
+	// safeTimeout, and a cluster that does not settle is not read.
+	settle time.Duration
+	long   bool // left out of -short unless named
+}
+
+// The TTLs of the writes that have one: short, so that they run out
+// during a fault and before the final reads.
+const (
+	ttlMin = time.Second
+	ttlMax = 2 * time.Second
+)
+
+// settings are the node flags of host h in this scenario.
+func (sc scenario) settings(h *host) nodeSettings { return sc.nodes.over(sc.hosts[h.num]) }
+
+// ledgerRules are what the scenario's node flags allow the final reads:
+// a full cache any key's absence, a skewed clock TTL deadlines that far
+// off.
+func (sc scenario) ledgerRules(hosts []*host) ledgerRules {
+	r := ledgerRules{tolerance: baseTolerance}
+	var skew time.Duration
+	for _, h := range hosts {
+		ns := sc.settings(h)
+		r.evictable = r.evictable || ns.MaxKeys > 0
+		skew = max(skew, ns.ClockOffset, -ns.ClockOffset)
+	}
+	r.tolerance += skew
+	return r
 }
 
 // faultRun is what a fault reports to the runner.
@@ -41,18 +85,55 @@ func (f *faultRun) note(format string, a ...any) {
 const maxDetect = 30 * time.Second
 
 var scenarios = []scenario{
-	{"kill", "SIGKILL one node under load; after the fault a new process starts on its address", faultKill, false},
-	{"pause", "SIGSTOP one node until the others declare it dead, and 1s more; then SIGCONT: it returns with stale state", faultPause, false},
-	{"restart", "graceful restart of one node: Leave, then a new process on the same address", faultRestart, false},
-	{"rolling", "rolling restart of every node: Leave, a new process on the same address, wait until converged and Safe, next", faultRolling, false},
-	{"partition", "one node cut off from all others, both ways (iptables DROP)", faultPartition, false},
-	{"split", "a 2/3 split: two nodes cut off from the other three", faultSplit, false},
-	{"oneway", "one-way partition: one node receives nothing from the others, which still receive from it", faultOneWay, false},
-	{"lossy", "one node's link loses packets and adds latency, each way", faultLossy, false},
-	{"joinleave", "a new node joins under load, serves for the fault's length, and leaves gracefully", faultJoinLeave, false},
-	{"killcoord", "SIGKILL the coordinator (the oldest member, which publishes the partition tables); a new process starts on its address", faultKill, true},
-	{"pausecoord", "SIGSTOP the coordinator until the others declare it dead, and 1s more; then SIGCONT: it returns believing it still coordinates", faultPause, true},
-	{"partcoord", "the coordinator cut off from all others, both ways, while it publishes tables", faultPartition, true},
+	{name: "kill", about: "SIGKILL one node under load; after the fault a new process starts on its address", fault: faultKill},
+	{name: "pause", about: "SIGSTOP one node until the others declare it dead, and 1s more; then SIGCONT: it returns with stale state", fault: faultPause},
+	{name: "restart", about: "graceful restart of one node: Leave, then a new process on the same address", fault: faultRestart},
+	{name: "rolling", about: "rolling restart of every node: Leave, a new process on the same address, wait until converged and Safe, next", fault: faultRolling},
+	{name: "partition", about: "one node cut off from all others, both ways (iptables DROP)", fault: faultPartition},
+	{name: "split", about: "a 2/3 split: two nodes cut off from the other three", fault: faultSplit},
+	{name: "oneway", about: "one-way partition: one node receives nothing from the others, which still receive from it", fault: faultOneWay},
+	{name: "lossy", about: "one node's link loses packets and adds latency, each way", fault: faultLossy},
+	{name: "joinleave", about: "a new node joins under load, serves for the fault's length, and leaves gracefully", fault: faultJoinLeave},
+	{name: "killcoord", about: "SIGKILL the coordinator (the oldest member, which publishes the partition tables); a new process starts on its address", fault: faultKill, coordinator: true},
+	{name: "pausecoord", about: "SIGSTOP the coordinator until the others declare it dead, and 1s more; then SIGCONT: it returns believing it still coordinates", fault: faultPause, coordinator: true},
+	{name: "partcoord", about: "the coordinator cut off from all others, both ways, while it publishes tables", fault: faultPartition, coordinator: true},
+	{
+		name: "majority",
+		about: "a lost majority: with 4 copies of each pair, SIGKILL 3 of 5 nodes at once; after the fault, new processes on their addresses; " +
+			"the cluster must list every member and be Safe within 30s",
+		fault:  faultMajority,
+		nodes:  nodeSettings{Replicas: 4},
+		settle: 30 * time.Second,
+	},
+	{
+		name: "longsplit",
+		about: "one node cut off for longer than the tombstone TTL (1s, crawled every 200ms) while the others delete and overwrite with 1-2s TTLs, " +
+			"in a full cache (300 keys a node)",
+		fault: faultLongSplit,
+		// 300 keys a node is below the ~400 copies each of 5 nodes
+		// holds with the default -writers and -keys (990 keys, 2
+		// copies), so the nodes evict all along.
+		nodes:    nodeSettings{TombstoneTTL: time.Second, CrawlerInterval: 200 * time.Millisecond, MaxKeys: 300},
+		ttlShare: 50,
+	},
+	{
+		name: "skew",
+		about: "host 2's clock 5 min ahead (tombstones crawled every 1s); SIGKILL another node under load, " +
+			"then a new process on its address",
+		fault: faultKill,
+		nodes: nodeSettings{CrawlerInterval: time.Second},
+		hosts: map[int]nodeSettings{2: {ClockOffset: 5 * time.Minute}},
+		long:  true,
+	},
+	{
+		name: "calm",
+		about: "no fault: longsplit's cluster (1s tombstones, a full cache, 1-2s TTLs) left alone for the fault's length; " +
+			"a control of the suite's TTL and eviction judgements",
+		fault:    faultNone,
+		nodes:    nodeSettings{TombstoneTTL: time.Second, CrawlerInterval: 200 * time.Millisecond, MaxKeys: 300},
+		ttlShare: 50,
+		long:     true,
+	},
 }
 
 // others returns the main hosts but h.
@@ -259,3 +340,110 @@ func (c *cluster) startDelayer(ctx context.Context, h *host, d time.Duration) (*
 	}
 	return startProc(ctx, c.s.exe, h, 0, nil, delayerFlag, string(raw))
 }
+
+// faultMajority kills a majority of the hosts at the same moment, the
+// youngest ones, holds, and starts new processes on their addresses. With
+// Replicas 4 of 5 every partition keeps a copy on a survivor, so nothing
+// need be lost; what is tested is that the cluster finds its way back
+// (the runner bounds it with the scenario's settle).
+func faultMajority(ctx context.Context, c *cluster, f *faultRun) error {
+	hosts := c.s.mainHosts()
+	lost := hosts[len(hosts)-(len(hosts)/2+1):]
+	kept := hosts[:len(hosts)-len(lost)]
+	c.killAll(lost)
+	f.note("killed %v at once; %v survive", lost, kept)
+	if err := c.watchDetect(ctx, f, c.s.opts.timing.Fault, kept); err != nil {
+		return err
+	}
+	if err := c.hold(ctx, f); err != nil {
+		return err
+	}
+	for _, h := range lost {
+		if err := c.start(ctx, h, true, false); err != nil {
+			return err
+		}
+	}
+	// The suite's own check: the new processes are where the old ones
+	// were, so that the cluster is asked to take back the same addresses.
+	for _, h := range lost {
+		m, err := c.status(ctx, h)
+		if err != nil {
+			return err
+		}
+		if m.Addr != h.addr() {
+			return fmt.Errorf("%s: the new process listens on %s, not %s", h, m.Addr, h.addr())
+		}
+	}
+	f.note("new processes on %v, on their old addresses, %v after the kill", lost, time.Since(f.start).Round(10*time.Millisecond))
+	return nil
+}
+
+// faultLongSplit cuts the victim off for longer than the tombstone TTL
+// and the crawler together, so that by the heal the others have dropped
+// the tombstones of what they deleted meanwhile, and the TTLs of what they
+// overwrote have run out, while the victim still holds the older copies.
+func faultLongSplit(ctx context.Context, c *cluster, f *faultRun) error {
+	v := c.victim
+	others := c.others(v)
+	c.healLater(v)
+	if err := c.s.nw.isolate(ctx, v, others); err != nil {
+		return err
+	}
+	if err := c.checkCut(ctx, v, others, true); err != nil {
+		return err
+	}
+	if err := c.watchDetect(ctx, f, c.s.opts.timing.Fault, others, []*host{v}); err != nil {
+		return err
+	}
+	// The others delete and overwrite only once they have a table
+	// without the victim: from then on, long enough for the tombstones
+	// and TTLs of the first of those writes to be crawled away.
+	ns := c.sc.settings(v)
+	since := time.Since(f.start)
+	if f.detected {
+		since = f.detect
+	}
+	long := max(c.s.opts.timing.Fault, since+2*ns.TombstoneTTL+2*ns.CrawlerInterval, since+ttlMax+2*ns.CrawlerInterval)
+	f.note("%s cut off for %v: the tombstone TTL is %v, the crawler runs every %v, TTLs are %v-%v", v, long.Round(10*time.Millisecond), ns.TombstoneTTL, ns.CrawlerInterval, ttlMin, ttlMax)
+	if err := sleepCtx(ctx, time.Until(f.start.Add(long))); err != nil {
+		return err
+	}
+	if err := c.s.nw.heal(ctx, v); err != nil {
+		return err
+	}
+	return c.checkCut(ctx, v, others, false)
+}
+
+// checkCut makes sure the network does what the fault says: with cut, no
+// connection between v and any of others gets through, either way, while
+// the others still reach each other; without, every one does.
+func (c *cluster) checkCut(ctx context.Context, v *host, others []*host, cut bool) error {
+	type path struct {
+		from *host
+		to   []*host
+		cut  bool // the fault cuts it
+	}
+	paths := []path{{v, others, cut}}
+	for _, o := range others {
+		paths = append(paths, path{o, []*host{v}, cut})
+	}
+	if len(others) > 1 {
+		paths = append(paths, path{others[0], others[1:], false})
+	}
+	for _, p := range paths {
+		reached, blocked, err := c.probe(ctx, p.from, p.to)
+		switch {
+		case err != nil:
+			return fmt.Errorf("probing the network: %w", err)
+		case p.cut && len(reached) > 0:
+			return fmt.Errorf("the cut leaks: %s reaches %v", p.from, reached)
+		case !p.cut && len(blocked) > 0:
+			return fmt.Errorf("%s cannot reach %v", p.from, blocked)
+		}
+	}
+	return nil
+}
+
+// faultNone holds without a fault: what a scenario then reads wrong, the
+// suite judged wrong, or the cluster got wrong without help.
+func faultNone(ctx context.Context, c *cluster, f *faultRun) error { return c.hold(ctx, f) }
