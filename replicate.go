@@ -89,6 +89,21 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		replica.value, replica.flags = nil, flagTombstone
 	}
 	err := n.replicateWrite(ctx, p, t, &replica)
+	for tries := 0; errors.Is(err, errCopyHoldsNewer) && tries < restampTries; tries++ {
+		// A copy holds a newer version than this write's, which this
+		// node, the primary, never saw. Every write acknowledged before
+		// this one passed through this node or its copies while it was
+		// one, so that version is a write that was never acknowledged
+		// (an old primary's, decided under an older table with a clock
+		// ahead of ours): this write is newer, whatever the clocks say.
+		// It is decided again past that version (the clock observed it)
+		// and sent again.
+		if pair.version, t = n.restamp(p, pair); pair.version == 0 {
+			break
+		}
+		replica.ver, replica.tver = pair.version, t.version
+		err = n.replicateWrite(ctx, p, t, &replica)
+	}
 	if err == nil {
 		n.store.confirm(p, req.key, pair.version)
 	} else {
@@ -102,6 +117,25 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		}
 	}
 	return resp
+}
+
+// restampTries bounds how often one write is decided again past a copy's
+// newer version (serveWrite).
+const restampTries = 3
+
+// restamp decides pair, a write of this node's that its copies have not
+// confirmed, again with a fresh version, when it is still partition p's
+// primary and the write is still the key's newest. It returns the new
+// version and the table it was decided under, or 0.
+func (n *Node) restamp(p int, pair pairCopy) (uint64, *table) {
+	version := n.store.versions.next()
+	pt := n.store.lock(p)
+	defer pt.mu.Unlock()
+	t := n.table.Load()
+	if !t.isPrimary(p) || !n.store.restampLocked(pt, pair, version) {
+		return 0, t
+	}
+	return version, t
 }
 
 // replicateWrite sends a decided write to the copies of partition p under

@@ -121,7 +121,15 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		switch resp.status {
 		case statusWrongOwner, statusStale:
 			n.learnVersion(resp.tver)
-			return resp, fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version), true, false
+			err := fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version)
+			if req.op == OpGet && resp.tver <= t.version {
+				// Not a newer table: a process started since on the
+				// member's address (a crash replaced before the table
+				// dropped it), or one behind. Another copy may serve.
+				lastErr = err
+				continue
+			}
+			return resp, err, true, false
 		case statusNoQuorum: // cut off: another copy, or a later table, may serve
 			lastErr = fmt.Errorf("%s: %w", m.addr, ErrNoQuorum)
 			continue

@@ -182,10 +182,11 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 	h := hashKey(req.key)
 	p := n.partitionOfHash(h)
 	t := n.table.Load()
-	if req.tver > t.version {
-		n.learnVersion(req.tver)
-	}
-	if !t.inSync(p) {
+	if req.tver > t.version || !t.inSync(p) {
+		// Routed with a newer table than ours: by it we may hold nothing
+		// of the partition (a process started on a member's address that
+		// has not joined yet holds a table of its own, alone). The caller
+		// asks another copy.
 		return n.refuse(req, t, "a read")
 	}
 	if n.refuses(OpGet) {

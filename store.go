@@ -250,6 +250,19 @@ func (s *store) unconfirmedLocked(pt *partition, key string) (pairCopy, bool) {
 	return e.pair(), true
 }
 
+// restampLocked decides c, the unconfirmed write of c.key at c.version,
+// again at version: the same write, newer. It reports false when another
+// write of the key has replaced it. pt.mu must be held.
+func (s *store) restampLocked(pt *partition, c pairCopy, version uint64) bool {
+	e := pt.load(c.key)
+	if e == nil || e.version != c.version || !e.unconfirmed.Load() {
+		return false
+	}
+	c.version = version
+	s.putDecided(pt, e, c)
+	return true
+}
+
 // set stores value under key with a fresh version, confirmed; see
 // setLocked.
 func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent bool) bool {
