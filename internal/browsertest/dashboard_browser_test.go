@@ -1,8 +1,10 @@
-package ghost
+package browsertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +18,126 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/ghostdb/ghost"
+	"github.com/ghostdb/ghost/internal/poll"
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/goleak"
 )
 
 // The dashboard in a real browser: headless Chromium, driven by chromedp.
+// This package is outside the root module (see doc.go), so it sees the
+// cluster only as users do: through the methods of *ghost.Node, the metrics
+// calls and the dashboard's JSON endpoint.
+
+// TestMain fails the run if anything the test started is still running at
+// the end: the nodes, the browser and chromedp's goroutines. As in the root
+// package, memberlist.Shutdown does not wait for a probe already under way:
+// it ends by itself within a probe interval.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+}
+
+// stateAlive is how the dashboard shows a member that answers (the root
+// package's view.go).
+const stateAlive = "alive"
+
+// testGossip tunes memberlist as the root package's tests do
+// (cluster_test.go): news spreads in tens of milliseconds, and a node must
+// stay silent for several seconds before it is declared dead, so that a
+// machine loaded by the race detector and the other packages' tests never
+// drops a live node mid-test.
+func testGossip(mc *memberlist.Config) {
+	mc.ProbeInterval = time.Second
+	mc.ProbeTimeout = 800 * time.Millisecond
+	mc.SuspicionMult = 4
+	mc.GossipInterval = 30 * time.Millisecond
+	mc.PushPullInterval = time.Second
+	mc.TCPTimeout = 2 * time.Second
+	mc.GossipToTheDeadTime = time.Second
+}
+
+// cluster is a set of nodes on 127.0.0.1 started together.
+type cluster struct {
+	nodes []*ghost.Node
+}
+
+// newCluster starts size nodes over TCP on 127.0.0.1, each joining the
+// first, and waits until every node lists all of them and is Safe: its
+// partition table holds exactly the live members, every partition has its
+// copies, and no transfer is under way. The nodes are closed when the test
+// ends.
+func newCluster(t *testing.T, size int) *cluster {
+	t.Helper()
+	c := &cluster{}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.Close()
+		}
+	})
+	for range size {
+		cfg := ghost.Config{
+			Addr:           "127.0.0.1:0",
+			Gossip:         testGossip,
+			RejoinInterval: 100 * time.Millisecond,
+			RequestTimeout: 5 * time.Second, // generous: a loaded CI machine under -race is slow
+			CloseTimeout:   3 * time.Second,
+		}
+		if len(c.nodes) > 0 {
+			cfg.Peers = []string{c.nodes[0].Addr()}
+		}
+		n, err := ghost.Join(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("Join: %v", err)
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	var want []string
+	for _, n := range c.nodes {
+		want = append(want, n.Addr())
+	}
+	slices.Sort(want)
+	waitFor(t, 20*time.Second, func() error {
+		for _, n := range c.nodes {
+			if got := n.Members(); !slices.Equal(got, want) {
+				return fmt.Errorf("%s sees %v, want %v", n.Addr(), got, want)
+			}
+			if !n.Safe() {
+				return fmt.Errorf("%s is not Safe", n.Addr())
+			}
+		}
+		return nil
+	})
+	return c
+}
+
+// waitFor polls cond until it returns nil, failing the test at the deadline
+// with cond's last error.
+func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	poll.Until(t, timeout, cond)
+}
+
+// pairsHeld returns the pairs each member holds now, by address: the Keys
+// figure of the sample that n's SnitchMetrics takes on every member at call
+// time.
+func pairsHeld(ctx context.Context, n *ghost.Node) (map[string]int64, error) {
+	metrics, err := n.SnitchMetrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	held := make(map[string]int64, len(metrics))
+	for _, m := range metrics {
+		if len(m.Data) == 0 {
+			return nil, fmt.Errorf("%s: no snitch sample", m.Node)
+		}
+		keys, ok := m.Data[len(m.Data)-1].Values["Keys"]
+		if !ok {
+			return nil, fmt.Errorf("%s: no Keys in its snitch sample", m.Node)
+		}
+		held[m.Node] = keys
+	}
+	return held, nil
+}
 
 // findChromium returns the path of a Chromium or Chrome binary, or "".
 func findChromium() string {
@@ -170,24 +289,33 @@ func pageNumber(s string) (float64, error) {
 }
 
 // showsMembers checks that the page lists every node of c, alive, with the
-// pairs it holds, and the total the nodes hold.
-func (p pageState) showsMembers(c *cluster, served string) error {
-	if p.Status != "live" || p.Served != served {
+// pairs it holds now (asked of the serving node, whose SnitchMetrics ask
+// every member), and the total the nodes hold.
+func (p pageState) showsMembers(ctx context.Context, c *cluster, served *ghost.Node) error {
+	if p.Status != "live" || p.Served != served.Addr() {
 		return fmt.Errorf("status %q, served by %q", p.Status, p.Served)
 	}
-	var held int64
+	held, err := pairsHeld(ctx, served)
+	if err != nil {
+		return fmt.Errorf("pairs held: %w", err)
+	}
+	var total int64
 	for _, n := range c.nodes {
 		state, pairs, _, ok := p.member(n.Addr())
-		if !ok || state != stateAlive || pairs != fmt.Sprint(n.store.len()) {
-			return fmt.Errorf("member %s: listed %v, state %q, pairs %q (holds %d)", n.Addr(), ok, state, pairs, n.store.len())
+		holds, known := held[n.Addr()]
+		if !known {
+			return fmt.Errorf("member %s: no snitch figures", n.Addr())
 		}
-		held += n.store.len()
+		if !ok || state != stateAlive || pairs != fmt.Sprint(holds) {
+			return fmt.Errorf("member %s: listed %v, state %q, pairs %q (holds %d)", n.Addr(), ok, state, pairs, holds)
+		}
+		total += holds
 	}
 	if len(p.Members) != len(c.nodes) {
 		return fmt.Errorf("%d members listed", len(p.Members))
 	}
-	if got, err := pageNumber(p.SumPairs); err != nil || got != float64(held) {
-		return fmt.Errorf("total pairs %q, the nodes hold %d", p.SumPairs, held)
+	if got, err := pageNumber(p.SumPairs); err != nil || got != float64(total) {
+		return fmt.Errorf("total pairs %q, the nodes hold %d", p.SumPairs, total)
 	}
 	return nil
 }
@@ -216,17 +344,50 @@ func (p pageState) showsTraffic(c *cluster) error {
 	return nil
 }
 
+// partitionOwners returns the owner of each partition by n's partition
+// table, indexed by partition, as n's GET /dashboard/data reports it.
+func partitionOwners(ctx context.Context, n *ghost.Node) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Addr()+"/dashboard/data", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", req.URL, resp.Status)
+	}
+	var data struct {
+		Partitions []struct {
+			Owner string `json:"owner"`
+		} `json:"partitions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&data); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", req.URL, err)
+	}
+	owners := make([]string, len(data.Partitions))
+	for i, p := range data.Partitions {
+		owners[i] = p.Owner
+	}
+	return owners, nil
+}
+
 // checkPartitionMap checks that the map shows every partition with the
 // owner n reports, and that every member owns some.
-func (p pageState) checkPartitionMap(t *testing.T, c *cluster, n *Node) {
+func (p pageState) checkPartitionMap(ctx context.Context, t *testing.T, c *cluster, n *ghost.Node) {
 	t.Helper()
-	view := n.partitionView()
+	view, err := partitionOwners(ctx, n)
+	if err != nil {
+		t.Fatalf("partition map of %s: %v", n.Addr(), err)
+	}
 	if len(p.Cells) != len(view) {
 		t.Errorf("partition map shows %d cells, want %d", len(p.Cells), len(view))
 	}
 	for i, owner := range p.Cells {
-		if i < len(view) && owner != view[i].Owner {
-			t.Fatalf("partition %d shown owned by %s, the node says %s", i, owner, view[i].Owner)
+		if i < len(view) && owner != view[i] {
+			t.Fatalf("partition %d shown owned by %s, the node says %s", i, owner, view[i])
 		}
 	}
 	for _, m := range c.nodes {
@@ -256,7 +417,9 @@ func startTraffic(c *cluster) (stop func()) {
 
 // saveScreenshot saves the page as a PNG in the test's temporary directory,
 // and where GHOST_DASHBOARD_PNG says (GHOST_DASHBOARD_PNG=docs/dashboard.png
-// refreshes the README's image).
+// refreshes the image of docs/metrics.md). A relative path is taken from the
+// repository root, where go test ./... runs, not from this directory, where
+// the test runs.
 func saveScreenshot(t *testing.T, tab context.Context) {
 	t.Helper()
 	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
@@ -269,6 +432,9 @@ func saveScreenshot(t *testing.T, tab context.Context) {
 	}
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
 	if dst := os.Getenv("GHOST_DASHBOARD_PNG"); dst != "" {
+		if !filepath.IsAbs(dst) {
+			dst = filepath.Join("..", "..", dst)
+		}
 		if err := os.WriteFile(dst, png, 0o644); err != nil {
 			t.Error(err)
 		}
@@ -281,10 +447,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Skip("no Chromium or Chrome found (chromium, chromium-browser, google-chrome, headless-shell on PATH, or /usr/bin/chromium): " +
 			"install one (apt-get install chromium) to test the dashboard in a browser")
 	}
-	c := newCluster(t, 3, true)
+	c := newCluster(t, 3)
 	ctx := context.Background()
 	for i := range 30 {
-		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("first-", i), strings.Repeat("v", i), NoExpiry); err != nil {
+		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("first-", i), strings.Repeat("v", i), ghost.NoExpiry); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -307,14 +473,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		if err := read(); err != nil {
 			return err
 		}
-		return page.showsMembers(c, serving.Addr())
+		return page.showsMembers(tab, c, serving)
 	})
 	before := page.SumPairs
 
 	// Traffic: more pairs, and gets that hit and miss until the page has
 	// shown them. The figures change and the charts draw every node.
 	for i := range 45 {
-		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("second-", i), i, NoExpiry); err != nil {
+		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("second-", i), i, ghost.NoExpiry); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,14 +493,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		if page.SumPairs == before {
 			return fmt.Errorf("total pairs still %s", before)
 		}
-		if err := page.showsMembers(c, serving.Addr()); err != nil {
+		if err := page.showsMembers(tab, c, serving); err != nil {
 			return err
 		}
 		return page.showsTraffic(c)
 	})
 	stopTraffic()
 
-	page.checkPartitionMap(t, c, serving)
+	page.checkPartitionMap(tab, t, c, serving)
 	// Nothing came from anywhere but the node.
 	for _, r := range page.Resources {
 		if !strings.HasPrefix(r, page.Origin+"/") {
