@@ -1,4 +1,4 @@
-package ghost
+package browsertest
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/ghostdb/ghost"
 )
 
 // The dashboard in a real browser: headless Chromium, driven by chromedp.
@@ -170,24 +171,33 @@ func pageNumber(s string) (float64, error) {
 }
 
 // showsMembers checks that the page lists every node of c, alive, with the
-// pairs it holds, and the total the nodes hold.
-func (p pageState) showsMembers(c *cluster, served string) error {
-	if p.Status != "live" || p.Served != served {
+// pairs it holds now (asked of the serving node, whose SnitchMetrics ask
+// every member), and the total the nodes hold.
+func (p pageState) showsMembers(ctx context.Context, c *cluster, served *ghost.Node) error {
+	if p.Status != "live" || p.Served != served.Addr() {
 		return fmt.Errorf("status %q, served by %q", p.Status, p.Served)
 	}
-	var held int64
+	held, err := pairsHeld(ctx, served)
+	if err != nil {
+		return fmt.Errorf("pairs held: %w", err)
+	}
+	var total int64
 	for _, n := range c.nodes {
 		state, pairs, _, ok := p.member(n.Addr())
-		if !ok || state != stateAlive || pairs != fmt.Sprint(n.store.len()) {
-			return fmt.Errorf("member %s: listed %v, state %q, pairs %q (holds %d)", n.Addr(), ok, state, pairs, n.store.len())
+		holds, known := held[n.Addr()]
+		if !known {
+			return fmt.Errorf("member %s: no snitch figures", n.Addr())
 		}
-		held += n.store.len()
+		if !ok || state != stateAlive || pairs != fmt.Sprint(holds) {
+			return fmt.Errorf("member %s: listed %v, state %q, pairs %q (holds %d)", n.Addr(), ok, state, pairs, holds)
+		}
+		total += holds
 	}
 	if len(p.Members) != len(c.nodes) {
 		return fmt.Errorf("%d members listed", len(p.Members))
 	}
-	if got, err := pageNumber(p.SumPairs); err != nil || got != float64(held) {
-		return fmt.Errorf("total pairs %q, the nodes hold %d", p.SumPairs, held)
+	if got, err := pageNumber(p.SumPairs); err != nil || got != float64(total) {
+		return fmt.Errorf("total pairs %q, the nodes hold %d", p.SumPairs, total)
 	}
 	return nil
 }
@@ -218,15 +228,18 @@ func (p pageState) showsTraffic(c *cluster) error {
 
 // checkPartitionMap checks that the map shows every partition with the
 // owner n reports, and that every member owns some.
-func (p pageState) checkPartitionMap(t *testing.T, c *cluster, n *Node) {
+func (p pageState) checkPartitionMap(ctx context.Context, t *testing.T, c *cluster, n *ghost.Node) {
 	t.Helper()
-	view := n.partitionView()
+	view, err := partitionOwners(ctx, n)
+	if err != nil {
+		t.Fatalf("partition map of %s: %v", n.Addr(), err)
+	}
 	if len(p.Cells) != len(view) {
 		t.Errorf("partition map shows %d cells, want %d", len(p.Cells), len(view))
 	}
 	for i, owner := range p.Cells {
-		if i < len(view) && owner != view[i].Owner {
-			t.Fatalf("partition %d shown owned by %s, the node says %s", i, owner, view[i].Owner)
+		if i < len(view) && owner != view[i] {
+			t.Fatalf("partition %d shown owned by %s, the node says %s", i, owner, view[i])
 		}
 	}
 	for _, m := range c.nodes {
@@ -256,7 +269,9 @@ func startTraffic(c *cluster) (stop func()) {
 
 // saveScreenshot saves the page as a PNG in the test's temporary directory,
 // and where GHOST_DASHBOARD_PNG says (GHOST_DASHBOARD_PNG=docs/dashboard.png
-// refreshes the README's image).
+// refreshes the image of docs/metrics.md). A relative path is taken from the
+// repository root, where go test ./... runs, not from this directory, where
+// the test runs.
 func saveScreenshot(t *testing.T, tab context.Context) {
 	t.Helper()
 	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
@@ -269,6 +284,9 @@ func saveScreenshot(t *testing.T, tab context.Context) {
 	}
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
 	if dst := os.Getenv("GHOST_DASHBOARD_PNG"); dst != "" {
+		if !filepath.IsAbs(dst) {
+			dst = filepath.Join("..", "..", dst)
+		}
 		if err := os.WriteFile(dst, png, 0o644); err != nil {
 			t.Error(err)
 		}
@@ -281,10 +299,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Skip("no Chromium or Chrome found (chromium, chromium-browser, google-chrome, headless-shell on PATH, or /usr/bin/chromium): " +
 			"install one (apt-get install chromium) to test the dashboard in a browser")
 	}
-	c := newCluster(t, 3, true)
+	c := newCluster(t, 3)
 	ctx := context.Background()
 	for i := range 30 {
-		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("first-", i), strings.Repeat("v", i), NoExpiry); err != nil {
+		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("first-", i), strings.Repeat("v", i), ghost.NoExpiry); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -307,14 +325,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		if err := read(); err != nil {
 			return err
 		}
-		return page.showsMembers(c, serving.Addr())
+		return page.showsMembers(tab, c, serving)
 	})
 	before := page.SumPairs
 
 	// Traffic: more pairs, and gets that hit and miss until the page has
 	// shown them. The figures change and the charts draw every node.
 	for i := range 45 {
-		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("second-", i), i, NoExpiry); err != nil {
+		if err := c.nodes[i%3].Put(ctx, fmt.Sprint("second-", i), i, ghost.NoExpiry); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,14 +345,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		if page.SumPairs == before {
 			return fmt.Errorf("total pairs still %s", before)
 		}
-		if err := page.showsMembers(c, serving.Addr()); err != nil {
+		if err := page.showsMembers(tab, c, serving); err != nil {
 			return err
 		}
 		return page.showsTraffic(c)
 	})
 	stopTraffic()
 
-	page.checkPartitionMap(t, c, serving)
+	page.checkPartitionMap(tab, t, c, serving)
 	// Nothing came from anywhere but the node.
 	for _, r := range page.Resources {
 		if !strings.HasPrefix(r, page.Origin+"/") {
