@@ -242,7 +242,60 @@ func (n *Node) nextTable(cur *table, live []member, leaving map[string]bool, rea
 			next = next.promote(r.partition, m, targets)
 		}
 	}
-	return next
+	return n.holdDrops(cur, next)
+}
+
+// holdDrops returns next with the holders of each partition as cur has
+// them, wherever next drops a live member that has not confirmed cur yet:
+// a node that does not know it no longer holds a partition may serve it
+// by its older table (as its primary, reads of values rewritten since). A
+// later step drops it, once its confirmation is in.
+func (n *Node) holdDrops(cur, next *table) *table {
+	confirmed := func(name string) bool {
+		if name == n.self.name {
+			return true
+		}
+		n.pushes.mu.Lock()
+		defer n.pushes.mu.Unlock()
+		return n.pushes.acked[name] >= cur.version
+	}
+	var held *table
+	for p := range next.owners {
+		for _, i := range slices.Concat(cur.owners[p], cur.pending[p]) {
+			name := cur.members[i].name
+			j := next.index(name)
+			if j < 0 || slices.Contains(next.owners[p], j) || slices.Contains(next.pending[p], j) || confirmed(name) {
+				continue
+			}
+			owners := remap(cur, next, cur.owners[p])
+			if len(owners) == 0 {
+				break // every in-sync copy is gone: nothing to hold
+			}
+			if held == nil {
+				c := *next
+				c.owners, c.pending = slices.Clone(next.owners), slices.Clone(next.pending)
+				held = &c
+			}
+			held.owners[p], held.pending[p] = owners, remap(cur, next, cur.pending[p])
+			break
+		}
+	}
+	if held == nil {
+		return next
+	}
+	return held
+}
+
+// remap returns the members at indices of from as indices of to, leaving
+// out those to has not.
+func remap(from, to *table, indices []int) []int {
+	out := make([]int, 0, len(indices))
+	for _, i := range indices {
+		if j := to.index(from.members[i].name); j >= 0 {
+			out = append(out, j)
+		}
+	}
+	return out
 }
 
 // logMoves logs how many partition copies a new table adds and drops.
@@ -305,10 +358,13 @@ func (n *Node) pushTable() {
 				n.learnVersion(resp.tver) // a member ahead of its coordinator: fetch its table
 			}
 			ps.mu.Lock()
-			defer ps.mu.Unlock()
 			delete(ps.inflight, m.name)
 			if err == nil && resp.status == statusOK {
 				ps.acked[m.name] = max(ps.acked[m.name], resp.tver)
+			}
+			ps.mu.Unlock()
+			if err == nil && resp.status == statusOK {
+				n.ringChanged() // a drop held for this confirmation may go out (holdDrops)
 			}
 		})
 	}
@@ -454,7 +510,9 @@ func (n *Node) Safe() bool {
 	}
 	want := min(n.cfg.Replicas, max(len(live)-len(leaving), 1))
 	for p := range t.owners {
-		if len(t.pending[p]) > 0 || len(t.owners[p]) < want {
+		// More copies than wanted: a former primary kept for one table
+		// (settledOwners), still to be dropped.
+		if len(t.pending[p]) > 0 || len(t.owners[p]) != want {
 			return false
 		}
 		for _, i := range t.owners[p] {

@@ -60,16 +60,24 @@ func TestResumedCoordinatorForksNoTable(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := leaver.Leave(ctx); err != nil {
+	left := make(chan error, 1)
+	go func() { left <- leaver.Leave(ctx) }()
+	var next *table
+	waitFor(t, 20*time.Second, func() error {
+		if next = coord.table.Load(); next.version <= meanwhile.version {
+			return fmt.Errorf("the coordinator holds table %d", next.version)
+		}
+		return nil
+	})
+	back := next.version - meanwhile.version // ≥ 1
+	if back > uint64(len(next.line)) {
+		t.Fatalf("the coordinator went from table %d to %d at once", meanwhile.version, next.version)
+	}
+	if got := next.line[back-1]; got != other.name {
+		t.Errorf("table %d was published by %s, not by %s, who published it first: the line forked", meanwhile.version, got, other.name)
+	}
+	if err := <-left; err != nil {
 		t.Fatal(err)
 	}
 	c.waitConverged()
-	final := coord.table.Load()
-	back := final.version - meanwhile.version // ≥ 1: the leave's table came after
-	if back == 0 || back > uint64(len(final.line)) {
-		t.Fatalf("final table %d, the one published meanwhile %d", final.version, meanwhile.version)
-	}
-	if got := final.line[back-1]; got != other.name {
-		t.Errorf("table %d was published by %s, not by %s, who published it first: the line forked", meanwhile.version, got, other.name)
-	}
 }

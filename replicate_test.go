@@ -1,6 +1,7 @@
 package ghost
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -206,5 +207,32 @@ func TestAnswersOnUnconfirmedWritesWaitForTheCopies(t *testing.T) {
 	raw, ok := backup.store.get(backup.partitionOf(added), added)
 	if v, err := decodeValue(raw); !ok || err != nil || v != int64(1) {
 		t.Errorf("the copy holds %v (%v) for the added key, want the put's 1", v, err)
+	}
+}
+
+// A copy that holds a newer version of a key than its primary's write (an
+// old primary's write, never acknowledged, decided with a clock ahead)
+// says so instead of answering OK for a write it did not apply; the
+// primary decides the write again past that version, and the write is on
+// every copy when it is acknowledged. Before, the copy answered OK and
+// kept its own value: after a failover the acknowledged write was gone.
+func TestCopyHoldingANewerVersionSaysSo(t *testing.T) {
+	c := newCluster(t, 2, false)
+	ctx := context.Background()
+	primary, backup := c.nodes[0], c.nodes[1]
+	key := c.keyOwnedBy(primary, "newer")
+	p := primary.partitionOf(key)
+	ahead := primary.store.versions.next() + uint64(time.Hour)
+	pt := backup.store.lock(p)
+	backup.store.mergeLocked(pt, pairCopy{key: key, value: []byte{0xa3, 'o', 'l', 'd'}, version: ahead})
+	pt.mu.Unlock()
+	if err := primary.Put(ctx, key, "acknowledged", NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte{0xa0 | byte(len("acknowledged"))}, "acknowledged"...) // msgpack's string
+	for _, n := range c.nodes {
+		if v, ok := n.store.get(p, key); !ok || !bytes.Equal(v, want) {
+			t.Errorf("%s holds %q after the write was acknowledged", n.Addr(), v)
+		}
 	}
 }

@@ -198,7 +198,7 @@ func plan(base *table, live []member, leaving map[string]bool, replicas int) (ne
 			}
 		}
 		if len(pending) == 0 {
-			owners = slices.Clone(want)
+			owners = settledOwners(owners, want)
 		}
 		next.owners[p], next.pending[p] = owners, pending
 	}
@@ -214,9 +214,24 @@ func (t *table) promote(p, m int, targets [][]int) *table {
 	next.pending[p] = slices.DeleteFunc(slices.Clone(t.pending[p]), func(i int) bool { return i == m })
 	next.owners[p] = append(slices.Clone(t.owners[p]), m)
 	if len(next.pending[p]) == 0 && containsAll(next.owners[p], targets[p]) {
-		next.owners[p] = slices.Clone(targets[p])
+		next.owners[p] = settledOwners(next.owners[p], targets[p])
 	}
 	return &next
+}
+
+// settledOwners returns the in-sync copies of a partition whose targets
+// (want, the primary first) are all in sync: the targets, and the primary
+// it had until now when that one is not a target. The old primary stays a
+// copy for one table, so that every write the new primary acknowledges
+// passes through it and it cannot go on serving reads as the primary by
+// an older table; the table after drops it (once it has confirmed this
+// one: Node.holdDrops).
+func settledOwners(owners, want []int) []int {
+	next := slices.Clone(want)
+	if old := owners[0]; !slices.Contains(want, old) {
+		next = append(next, old)
+	}
+	return next
 }
 
 func containsAll(have, want []int) bool {

@@ -16,15 +16,22 @@ func testMembers(n int) []member {
 
 // settle plans from base for live and completes every transfer, as the
 // coordinator would once the copies are filled.
+// The primary a partition had stays a copy for one table after the
+// switch, so settle plans until the layout holds still.
 func settle(base *table, live []member, leaving map[string]bool, replicas int) *table {
-	next, targets := plan(base, live, leaving, replicas)
-	for p := range next.pending {
-		for len(next.pending[p]) > 0 {
-			next = next.promote(p, next.pending[p][0], targets)
+	for {
+		next, targets := plan(base, live, leaving, replicas)
+		for p := range next.pending {
+			for len(next.pending[p]) > 0 {
+				next = next.promote(p, next.pending[p][0], targets)
+			}
 		}
+		next.version = base.version + 1
+		if next.sameLayout(base) {
+			return next
+		}
+		base = next
 	}
-	next.version = base.version + 1
-	return next
 }
 
 func grow(t *testing.T, size, replicas int) *table {
@@ -161,5 +168,39 @@ func TestAbandonsTellsLinesOfTablesApart(t *testing.T) {
 	long := &table{version: 100, coordinator: "a", line: make([]string, lineLength)}
 	if got := len(long.following()); got != lineLength {
 		t.Errorf("a line grew to %d tables, want at most %d", got, lineLength)
+	}
+}
+
+// When a partition's primary changes to a member that was being filled,
+// the old primary stays an in-sync copy for that table, so that it learns
+// of the change before the new primary acknowledges a write, and is
+// dropped by the table after.
+func TestOldPrimaryStaysACopyForOneTable(t *testing.T) {
+	ms := testMembers(4)
+	tb := settle(singleTable(ms[0], 271), ms[:3], nil, 2)
+	next, targets := plan(tb, ms, nil, 2)
+	moved := 0
+	for p := range next.pending {
+		oldPrimary := tb.members[tb.primary(p)].name
+		for len(next.pending[p]) > 0 {
+			next = next.promote(p, next.pending[p][0], targets)
+		}
+		newPrimary := next.members[next.primary(p)].name
+		if newPrimary == oldPrimary {
+			continue
+		}
+		moved++
+		if i := next.index(oldPrimary); !slices.Contains(next.owners[p], i) {
+			t.Fatalf("partition %d: the old primary %s was dropped as the primary moved to %s", p, oldPrimary, newPrimary)
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no primary moved: nothing tested")
+	}
+	after, _ := plan(next, ms, nil, 2)
+	for p := range after.owners {
+		if len(after.owners[p]) != 2 {
+			t.Fatalf("partition %d keeps %d copies a table later", p, len(after.owners[p]))
+		}
 	}
 }

@@ -3,6 +3,7 @@ package ghost
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -164,12 +165,19 @@ type broadcastResult struct {
 
 // broadcast sends op to every live member at once, this node included, and
 // returns their replies in member order. A flush carries a version, so
-// that copies of older pairs still travelling are refused afterwards.
+// that copies of older pairs still travelling are refused afterwards, and
+// goes to the members of the partition table too: a member this node's
+// gossip has not told it of yet may hold copies.
 func (n *Node) broadcast(ctx context.Context, op Op) []broadcastResult {
 	live, _ := n.liveView()
 	req := request{op: op}
 	if op == OpFlush {
 		req.ver = n.store.versions.next()
+		for _, m := range n.table.Load().members {
+			if !slices.ContainsFunc(live, func(l member) bool { return l.name == m.name }) {
+				live = append(live, m)
+			}
+		}
 	}
 	out := make([]broadcastResult, len(live))
 	var wg sync.WaitGroup
