@@ -157,6 +157,8 @@ type Node struct {
 	receiving    receiveState
 	leaving      atomic.Bool
 	forceQuorum  atomic.Bool // the next table change needs no majority (quorum.go)
+	requestIDs   requestIDs  // for the writes this node's callers make (dedupe.go)
+	decided      []decided   // per partition, the writes decided lately; under the partition's lock
 	cutOff       atomic.Bool // this node sees no majority of its table, or has not caught up since (quorum.go)
 	tableBehind  atomic.Bool // cut off since it last fetched the majority's tables
 	catchingUp   atomic.Bool // catchUp is running
@@ -215,6 +217,8 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		done:         make(chan struct{}),
 	}
 	n.transfers.init()
+	n.requestIDs.init()
+	n.decided = make([]decided, cfg.PartitionCount)
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
 	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
 		ep.close()
@@ -308,7 +312,7 @@ func (n *Node) store1(ctx context.Context, op Op, key string, value any, ttl tim
 	if err != nil {
 		return err
 	}
-	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl)})
+	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl), ver: n.requestIDs.id()})
 	return err
 }
 
@@ -340,7 +344,7 @@ func (n *Node) encodeValue(key string, value any) ([]byte, error) {
 
 // Delete removes the pair stored under key (REMOVED), or returns ErrNotFound.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	_, err := n.route(ctx, &request{op: OpDelete, key: key})
+	_, err := n.route(ctx, &request{op: OpDelete, key: key, ver: n.requestIDs.id()})
 	return err
 }
 

@@ -56,11 +56,19 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	}
 	version := n.store.versions.next()
 	var done, wrote bool
-	if req.op == OpDelete {
+	retry := false
+	if done, retry = n.decided[p].lookup(req.ver); retry {
+		// A retry of a write this node decided (its caller lost the
+		// reply): the first try's outcome, once its entry is on the
+		// copies, below.
+	} else if req.op == OpDelete {
 		done, wrote = n.store.deleteLocked(pt, req.key, version)
 	} else {
 		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op == OpAdd)
 		wrote = done
+	}
+	if !retry {
+		n.decided[p].record(req.ver, done, time.Now(), dedupeRetention*n.cfg.RequestTimeout)
 	}
 	pair := pairCopy{key: req.key, value: req.value, expires: expires, version: version, tombstone: req.op == OpDelete}
 	if !wrote {
@@ -73,7 +81,9 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	}
 	pt.mu.Unlock()
 	n.store.evict()
-	n.countWrite(req.op, done)
+	if !retry {
+		n.countWrite(req.op, done)
+	}
 	resp := response{id: req.id, tver: t.version}
 	if !done {
 		resp.status = statusNotStored

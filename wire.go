@@ -94,7 +94,7 @@ type request struct {
 	value []byte // encoded value, for put and add
 	ttl   int64  // nanoseconds; NoExpiry never expires. Replica ops: time left, 0 never (hlc.go ttlLeft)
 	tver  uint64 // version of the partition table the request was routed with
-	ver   uint64 // replica ops: the pair's version; flush: its timestamp
+	ver   uint64 // replica ops: the pair's version; flush: its timestamp; put, add, delete: the request id (dedupe.go)
 	flags uint8  // replica ops: flagTombstone
 }
 
