@@ -1,6 +1,7 @@
 package ghost
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -211,9 +212,17 @@ type Config struct {
 	// again afterwards.
 	Gossip func(*memberlist.Config)
 
-	// Logger receives the node's logs, memberlist's included. Default:
-	// none (silent).
+	// Logger receives the node's logs, memberlist's included. Default: the
+	// warnings and errors go to slog.Default(), the rest nowhere.
 	Logger *slog.Logger
+
+	// Insecure lets a node listen beyond loopback without SecretKey or TLS:
+	// an open cluster, as the original GhostDB's, in which anyone who
+	// reaches the port can join by gossip, read, write and flush. Without
+	// it, Join refuses such a configuration with ErrInsecure (as Redis's
+	// protected mode does). Set it only on a network you trust. Default
+	// false.
+	Insecure bool
 
 	// StaleReads lets a node cut off from a majority of its partition
 	// table's members (see Node.Degraded) go on answering reads from the
@@ -297,7 +306,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.Clock = time.Now
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.New(warnings{slog.Default().Handler()})
+	}
+	if c.Network == nil && len(c.SecretKey) == 0 && c.TLS == nil && !c.Insecure && !loopback(c.Addr) {
+		return c, fmt.Errorf("%w: Addr %q listens beyond this host, and without a secret anyone who reaches the port can join the cluster, read, write and flush; set SecretKey (the same 16, 24 or 32 bytes on every node) or TLS, listen on 127.0.0.1, or set Insecure to run an open cluster on a network you trust", ErrInsecure, c.Addr)
 	}
 	switch {
 	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0:
@@ -330,6 +342,30 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// loopback reports whether addr (host:port) listens on a loopback address
+// only.
+func loopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// warnings passes the records of Warn level and above on to its handler:
+// the default Logger, so that a node's warnings are not lost and its
+// routine news does not fill the application's log.
+type warnings struct{ slog.Handler }
+
+func (w warnings) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func (w warnings) WithAttrs(as []slog.Attr) slog.Handler { return warnings{w.Handler.WithAttrs(as)} }
+
+func (w warnings) WithGroup(name string) slog.Handler { return warnings{w.Handler.WithGroup(name)} }
 
 func setDefault[T comparable](v *T, def T) {
 	var zero T

@@ -71,6 +71,9 @@ var (
 	// Config.StaleReads. Calls through a member on the majority's side
 	// succeed.
 	ErrNoQuorum = errors.New("ghost: cut off from a majority of the cluster")
+	// ErrInsecure: the node would listen beyond loopback with no secret;
+	// see Config.Insecure.
+	ErrInsecure = errors.New("ghost: insecure configuration")
 	// ErrProtocolVersion: a peer speaks another protocol version.
 	ErrProtocolVersion = errors.New("ghost: protocol version mismatch")
 )
