@@ -21,6 +21,9 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := ctx.Err(); err != nil { // a local read would not look at ctx
+		return nil, err
+	}
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
@@ -44,6 +47,9 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 func (n *Node) route(ctx context.Context, req *request) (response, error) {
 	if n.closed.Load() {
 		return response{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil { // a local write would not look at ctx
+		return response{}, err
 	}
 	if err := checkKey(req.key); err != nil {
 		return response{}, err

@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -36,5 +37,23 @@ func TestReadFailsOverPastAReplacedPrimary(t *testing.T) {
 	}
 	if err != nil || it.Value != int64(1) {
 		t.Fatalf("Get past the replaced primary: %v, %v", it.Value, err)
+	}
+}
+
+// A call with a cancelled context fails with the context's error, even
+// when this node serves the key itself and nothing would wait on it.
+func TestCancelledContextFailsLocalCalls(t *testing.T) {
+	c := newCluster(t, 1, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n := c.nodes[0]
+	if _, err := n.Get(ctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Get: %v", err)
+	}
+	if err := n.Put(ctx, "k", 1, NoExpiry); !errors.Is(err, context.Canceled) {
+		t.Errorf("Put: %v", err)
+	}
+	if err := n.Delete(ctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Delete: %v", err)
 	}
 }
