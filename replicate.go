@@ -152,13 +152,15 @@ func (n *Node) restamp(p int, pair pairCopy) (uint64, *table) {
 // table t. When a copy refuses it (it holds another table) or does not
 // answer, the write is sent again under the next table, as long as this
 // node is still the primary: the next table may have dropped a dead
-// backup or added a member to fill. It gives up after half of
-// RequestTimeout, so that the caller hears back before its own timeout.
+// backup or added a member to fill. It gives up after three quarters of
+// RequestTimeout, so that the caller hears back before its own timeout: a
+// crashed backup is replaced within that with FastGossip, so the write
+// succeeds instead of failing with time left on its caller's context.
 func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) error {
 	if len(t.owners[p]) == 1 && len(t.pending[p]) == 0 {
 		return nil // no copy to make (Replicas 1, or a node alone)
 	}
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout/2)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout*3/4)
 	defer cancel()
 	backoff := time.Millisecond
 	for {
