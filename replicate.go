@@ -256,6 +256,11 @@ func (n *Node) replicateTo(ctx context.Context, m member, req *request) error {
 	}
 	if resp.status == statusHoldsNewer && len(resp.value) == 8 {
 		newer := binary.BigEndian.Uint64(resp.value)
+		if e := n.store.parts[n.partitionOf(req.key)].load(req.key); e != nil && e.version >= newer {
+			// A newer write this node decided since got there first:
+			// copies of concurrent writes may arrive in any order.
+			return nil
+		}
 		n.store.versions.observe(newer) // the next write of the key wins
 		return fmt.Errorf("%s: %w (%d, the write's %d)", m.addr, errCopyHoldsNewer, newer, req.ver)
 	}
