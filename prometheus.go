@@ -38,7 +38,7 @@ func opLabel(op Op) string {
 // ones GET /metrics serves, for an application to register in its own
 // registry so that one scrape covers both. Every metric carries a label
 // node="host:port", so the collectors of several nodes can share a
-// registry. The README lists the metrics.
+// registry. docs/metrics.md lists the metrics.
 func (n *Node) Collector() prometheus.Collector {
 	return prometheus.WrapCollectorWith(prometheus.Labels{"node": n.addr}, &nodeCollector{n: n, descs: newNodeDescs()})
 }

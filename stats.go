@@ -251,7 +251,7 @@ type nodeMetricNames struct {
 func newNodeMetricNames() nodeMetricNames {
 	return nodeMetricNames{
 		latency: nodeMetric{"ghost_request_duration_seconds", "histogram", []string{"op", "route"}, "`op`: get, put, add, delete; `route`: local, forwarded",
-			"Time a Get, Put, Add or Delete called on this node took to be answered, by operation and by whether this node served it (local) or another member did (forwarded). One local Get in 16 is timed, and the buckets and sum are scaled to the count of all."},
+			"Time a Get, Put, Add or Delete called on this node took to be answered (any answer, CACHE_MISS included), by operation and by whether this node served it (local) or another member did (forwarded); buckets from 1 µs to 5 s. One local Get in 16 is timed, and the buckets and sum are scaled to the count of all."},
 		members:  nodeMetric{"ghost_members", "gauge", nil, "", "Live members of the cluster as this node sees them, itself included."},
 		degraded: nodeMetric{"ghost_degraded", "gauge", nil, "", "1 while this node sees no majority of its table's members (Node.Degraded): it refuses calls, and its side of the cluster can change no table."},
 		info:     nodeMetric{"ghost_node_info", "gauge", []string{"name", "protocol_version"}, "`name`, `protocol_version`", "Always 1; its labels name the node in gossip and the protocol version it speaks."},
