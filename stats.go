@@ -162,16 +162,11 @@ func (f figure[S]) scaled(scale float64) figure[S] { f.scale = scale; return f }
 // ofProcess marks f as the Go runtime's.
 func (f figure[S]) ofProcess() figure[S] { f.process = true; return f }
 
-const (
-	counterKind = prometheus.CounterValue
-	gaugeKind   = prometheus.GaugeValue
-)
-
 // watchdogFigures is the name table of WatchdogStats, one entry per field
 // in the field's order.
 func watchdogFigures() []figure[WatchdogStats] {
 	type w = WatchdogStats
-	const c, g, requests = counterKind, gaugeKind, "ghost_requests_total"
+	const c, g, requests = prometheus.CounterValue, prometheus.GaugeValue, "ghost_requests_total"
 	return []figure[w]{
 		fig("TotalRequests", func(s *w) *int64 { return &s.TotalRequests }, requests, c, "Requests this node served as the key's owner (flush: as a member), by operation."),
 		fig("GetRequests", func(s *w) *int64 { return &s.GetRequests }, requests, c, "Gets served as the key's owner.").perOp(opLabel(OpGet)),
@@ -205,7 +200,7 @@ func watchdogFigures() []figure[WatchdogStats] {
 // the field's order.
 func snitchFigures() []figure[SnitchStats] {
 	type st = SnitchStats
-	const c, g = counterKind, gaugeKind
+	const c, g = prometheus.CounterValue, prometheus.GaugeValue
 	// The figures that only ever grow are counters, so that rate() works
 	// on them.
 	return []figure[st]{
