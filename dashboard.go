@@ -167,7 +167,7 @@ func (d *dashboard) gather() {
 	d.gathered = now
 	d.partitions = d.n.partitionView()
 
-	sys, app := latestSamples(snitch), latestSamples(watchdog)
+	sys, app := latestSamples(snitch, OpSnitchMetrics), latestSamples(watchdog, OpWatchdogMetrics)
 	d.members = d.members[:0:0]
 	current := make(map[string]bool)
 	for _, mi := range d.n.memberView() {
@@ -177,10 +177,10 @@ func (d *dashboard) gather() {
 		switch {
 		case s.err != nil || a.err != nil:
 			m.State, m.Error = stateUnreachable, errorText(s.err, a.err)
-		case s.values == nil || a.values == nil:
+		case s.sample.Snitch == nil || a.sample.Watchdog == nil:
 			m.Error = "joined after the figures were gathered"
 		default:
-			m.setFigures(s.values, a.values)
+			m.setFigures(s.sample.Snitch, a.sample.Watchdog)
 			d.record(&m, now)
 		}
 		d.members = append(d.members, m)
@@ -202,11 +202,11 @@ func (d *dashboard) gather() {
 }
 
 // setFigures fills in m's figures from a snitch and a watchdog sample.
-func (m *dashMember) setFigures(sys, app map[string]int64) {
-	m.Pairs, m.Bytes = sys["Keys"], sys["Bytes"]
-	m.HeapBytes, m.SysBytes, m.Goroutines = sys["HeapInuse"], sys["Sys"], sys["Goroutines"]
-	m.Requests, m.Gets, m.Misses = app["TotalRequests"], app["GetRequests"], app["CacheMiss"]
-	m.Forwarded = app["Forwarded"]
+func (m *dashMember) setFigures(sys *SnitchStats, app *WatchdogStats) {
+	m.Pairs, m.Bytes = sys.Keys, sys.Bytes
+	m.HeapBytes, m.SysBytes, m.Goroutines = sys.HeapInuse, sys.Sys, sys.Goroutines
+	m.Requests, m.Gets, m.Misses = app.TotalRequests, app.GetRequests, app.CacheMiss
+	m.Forwarded = app.Forwarded
 	if m.Gets > 0 {
 		hits := float64(m.Gets-m.Misses) / float64(m.Gets)
 		m.HitRatio = &hits
@@ -242,19 +242,19 @@ var errNoSample = errors.New("ghost: no metrics sample in the reply")
 // latestSample is a member's latest sample of one kind, or why there is
 // none.
 type latestSample struct {
-	values map[string]int64
+	sample Sample
 	err    error
 }
 
 // latestSamples takes each member's latest sample from a broadcast of a
-// metrics call, by address.
-func latestSamples(results []broadcastResult) map[string]latestSample {
+// metrics call of op's kind, by address.
+func latestSamples(results []broadcastResult, op Op) map[string]latestSample {
 	out := make(map[string]latestSample, len(results))
 	for _, r := range results {
 		var samples []Sample
 		err := r.err
 		if err == nil {
-			err = decodeSamples(r.value, &samples)
+			err = decodeSamples(r.value, op, &samples)
 		}
 		if err == nil && len(samples) == 0 {
 			err = errNoSample
@@ -263,7 +263,7 @@ func latestSamples(results []broadcastResult) map[string]latestSample {
 			out[r.addr] = latestSample{err: err}
 			continue
 		}
-		out[r.addr] = latestSample{values: samples[len(samples)-1].Values}
+		out[r.addr] = latestSample{sample: samples[len(samples)-1]}
 	}
 	return out
 }

@@ -406,7 +406,7 @@ func (n *Node) metrics(ctx context.Context, op Op) ([]NodeMetrics, error) {
 	for _, r := range n.broadcast(ctx, op) {
 		if r.err == nil {
 			var samples []Sample
-			if r.err = decodeSamples(r.value, &samples); r.err == nil {
+			if r.err = decodeSamples(r.value, op, &samples); r.err == nil {
 				out = append(out, NodeMetrics{Node: r.addr, Data: samples})
 				continue
 			}

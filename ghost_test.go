@@ -390,10 +390,10 @@ func TestPingAndMetricsListEveryNode(t *testing.T) {
 					t.Fatalf("%s entry %d = %s with %d samples", kind.name, i, m.Node, len(m.Data))
 				}
 				live := m.Data[len(m.Data)-1]
-				if _, ok := live.Values[kind.key]; !ok || time.Since(live.Time) > time.Minute {
+				if _, ok := live.Figures()[kind.key]; !ok || time.Since(live.Time) > time.Minute {
 					t.Fatalf("%s sample lacks %s or is stale: %+v", kind.name, kind.key, live)
 				}
-				total += live.Values["GetRequests"]
+				total += live.Figures()["GetRequests"]
 			}
 			if kind.name == "watchdog" && total != 2 {
 				t.Fatalf("GetRequests across the cluster = %d, want 2", total)

@@ -49,9 +49,7 @@ type latencyCounts struct {
 }
 
 func newLatencies() *latencies {
-	return &latencies{desc: prometheus.NewDesc("ghost_request_duration_seconds",
-		"Time a Get, Put, Add or Delete called on this node took to be answered, by operation and by whether this node served it (local) or another member did (forwarded). One local Get in 16 is timed, and the buckets and sum are scaled to the count of all.",
-		[]string{"op", "route"}, nil)}
+	return &latencies{desc: newNodeMetricNames().latency.desc()}
 }
 
 // timeLocalRead returns the time to time a local read from, or the zero

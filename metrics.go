@@ -16,34 +16,57 @@ type NodeMetrics struct {
 	Data []Sample `json:"data"` // oldest first; the last one was taken at call time
 }
 
-// Sample is one reading of a node's metrics.
-//
-// Snitch (system) samples carry: Alloc, TotalAlloc, Sys, HeapAlloc,
-// HeapInuse, Mallocs, Frees, LiveObjects, NumGC, PauseTotalNs, LastPauseNs
-// (Go runtime memory statistics), Goroutines, CPUMicros (user and system CPU
-// time of the process), Keys and Bytes (pairs and key+value bytes held).
-//
-// Watchdog (application) samples carry cumulative counts since the node
-// started: TotalRequests, GetRequests, PutRequests, AddRequests,
-// DeleteRequests, FlushRequests, CacheMiss, Stored, NotStored, Removed,
-// NotFound, Flushed, ErrFlush, Evicted, Expired, Forwarded, ForwardErrors.
-//
-// Request counts are kept by the node that serves the key (its owner);
-// Forwarded and ForwardErrors by the node that forwarded the call.
+// Sample is one reading of a node's metrics: a watchdog sample, from
+// WatchdogMetrics, or a snitch sample, from SnitchMetrics. It marshals to
+// JSON flat, as the original GhostDB's did: {"Timestamp": "...",
+// "GetRequests": 2, ...}, each figure named as its field.
 type Sample struct {
-	Time   time.Time
-	Values map[string]int64
+	Time time.Time // when it was taken
+	// Watchdog holds the figures of a watchdog sample; it is nil in a
+	// snitch sample.
+	Watchdog *WatchdogStats
+	// Snitch holds the figures of a snitch sample; it is nil in a
+	// watchdog sample.
+	Snitch *SnitchStats
+}
+
+// Figures returns the sample's figures by name, the names of its JSON and
+// of the original SDKs: the fields of its WatchdogStats or SnitchStats.
+// It is for code that handles figures without knowing them, such as a
+// generic exporter; code that wants one figure reads its field.
+func (s Sample) Figures() map[string]int64 {
+	m := make(map[string]int64)
+	if s.Watchdog != nil {
+		figuresToMap(watchdogFigures(), s.Watchdog, m)
+	}
+	if s.Snitch != nil {
+		figuresToMap(snitchFigures(), s.Snitch, m)
+	}
+	return m
 }
 
 // MarshalJSON writes the sample flat, as the original GhostDB did:
 // {"Timestamp": "...", "Alloc": 1234, ...}.
 func (s Sample) MarshalJSON() ([]byte, error) {
-	m := make(map[string]any, len(s.Values)+1)
-	for k, v := range s.Values {
+	m := make(map[string]any)
+	for k, v := range s.Figures() {
 		m[k] = v
 	}
 	m["Timestamp"] = s.Time.UTC().Format(time.RFC3339Nano)
 	return json.Marshal(m)
+}
+
+// sampleOfKind is the sample a metrics call of op's kind carries, with the
+// figures of m, as the cache protocol carries them.
+func sampleOfKind(op Op, t time.Time, m map[string]int64) Sample {
+	if op == OpSnitchMetrics {
+		var s SnitchStats
+		figuresFromMap(snitchFigures(), m, &s)
+		return Sample{Time: t, Snitch: &s}
+	}
+	var w WatchdogStats
+	figuresFromMap(watchdogFigures(), m, &w)
+	return Sample{Time: t, Watchdog: &w}
 }
 
 // watchdog counts what the node does. The data path adds to its counters
@@ -55,36 +78,37 @@ type watchdog struct {
 	resyncs, pairsMoved, bytesMoved                                      counter
 }
 
-func (w *watchdog) sample(now time.Time) Sample {
+// stats reads the counters. The replication figures are left zero: they
+// are the partition table's, not the watchdog's (see Node.watchdogStats).
+func (w *watchdog) stats() WatchdogStats {
 	get, put, add := w.getRequests.Load(), w.putRequests.Load(), w.addRequests.Load()
 	del, flush := w.deleteRequests.Load(), w.flushRequests.Load()
-	v := map[string]int64{
-		"TotalRequests":  int64(get + put + add + del + flush),
-		"GetRequests":    int64(get),
-		"PutRequests":    int64(put),
-		"AddRequests":    int64(add),
-		"DeleteRequests": int64(del),
-		"FlushRequests":  int64(flush),
-		"CacheMiss":      int64(w.cacheMiss.Load()),
-		"Stored":         int64(w.stored.Load()),
-		"NotStored":      int64(w.notStored.Load()),
-		"Removed":        int64(w.removed.Load()),
-		"NotFound":       int64(w.notFound.Load()),
-		"Flushed":        int64(w.flushed.Load()),
-		"ErrFlush":       int64(w.errFlush.Load()),
-		"Evicted":        int64(w.evicted.Load()),
-		"Expired":        int64(w.expired.Load()),
-		"Forwarded":      int64(w.forwarded.Load()),
-		"ForwardErrors":  int64(w.forwardErrors.Load()),
-		"Resyncs":        int64(w.resyncs.Load()),
-		"PairsMoved":     int64(w.pairsMoved.Load()),
-		"BytesMoved":     int64(w.bytesMoved.Load()),
+	return WatchdogStats{
+		TotalRequests:  int64(get + put + add + del + flush),
+		GetRequests:    int64(get),
+		PutRequests:    int64(put),
+		AddRequests:    int64(add),
+		DeleteRequests: int64(del),
+		FlushRequests:  int64(flush),
+		CacheMiss:      int64(w.cacheMiss.Load()),
+		Stored:         int64(w.stored.Load()),
+		NotStored:      int64(w.notStored.Load()),
+		Removed:        int64(w.removed.Load()),
+		NotFound:       int64(w.notFound.Load()),
+		Flushed:        int64(w.flushed.Load()),
+		ErrFlush:       int64(w.errFlush.Load()),
+		Evicted:        int64(w.evicted.Load()),
+		Expired:        int64(w.expired.Load()),
+		Forwarded:      int64(w.forwarded.Load()),
+		ForwardErrors:  int64(w.forwardErrors.Load()),
+		Resyncs:        int64(w.resyncs.Load()),
+		PairsMoved:     int64(w.pairsMoved.Load()),
+		BytesMoved:     int64(w.bytesMoved.Load()),
 	}
-	return Sample{Time: now, Values: v}
 }
 
-// snitchSample reads the Go runtime and the process.
-func snitchSample(now time.Time, s *store) Sample {
+// snitchStats reads the Go runtime and the process, and what s holds.
+func snitchStats(s *store) SnitchStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	var ru syscall.Rusage
@@ -92,24 +116,30 @@ func snitchSample(now time.Time, s *store) Sample {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		cpu = ru.Utime.Nano()/1000 + ru.Stime.Nano()/1000
 	}
-	return Sample{Time: now, Values: map[string]int64{
-		"Alloc":        int64(ms.Alloc),
-		"TotalAlloc":   int64(ms.TotalAlloc),
-		"Sys":          int64(ms.Sys),
-		"HeapAlloc":    int64(ms.HeapAlloc),
-		"HeapInuse":    int64(ms.HeapInuse),
-		"Mallocs":      int64(ms.Mallocs),
-		"Frees":        int64(ms.Frees),
-		"LiveObjects":  int64(ms.Mallocs - ms.Frees),
-		"NumGC":        int64(ms.NumGC),
-		"PauseTotalNs": int64(ms.PauseTotalNs),
-		"LastPauseNs":  int64(ms.PauseNs[(ms.NumGC+255)%256]),
-		"Goroutines":   int64(runtime.NumGoroutine()),
-		"CPUMicros":    cpu,
-		"Keys":         s.len(),
-		"Bytes":        s.size(),
-		"Tombstones":   s.tombstones(),
-	}}
+	return SnitchStats{
+		Alloc:        int64(ms.Alloc),
+		TotalAlloc:   int64(ms.TotalAlloc),
+		Sys:          int64(ms.Sys),
+		HeapAlloc:    int64(ms.HeapAlloc),
+		HeapInuse:    int64(ms.HeapInuse),
+		Mallocs:      int64(ms.Mallocs),
+		Frees:        int64(ms.Frees),
+		LiveObjects:  int64(ms.Mallocs - ms.Frees),
+		NumGC:        int64(ms.NumGC),
+		PauseTotalNs: int64(ms.PauseTotalNs),
+		LastPauseNs:  int64(ms.PauseNs[(ms.NumGC+255)%256]),
+		Goroutines:   int64(runtime.NumGoroutine()),
+		CPUMicros:    cpu,
+		Keys:         s.len(),
+		Bytes:        s.size(),
+		Tombstones:   s.tombstones(),
+	}
+}
+
+// snitchSample is a snitch sample taken now.
+func snitchSample(now time.Time, s *store) Sample {
+	st := snitchStats(s)
+	return Sample{Time: now, Snitch: &st}
 }
 
 // localSamples is this node's answer to a metrics call of op's kind: its
@@ -123,15 +153,21 @@ func (n *Node) localSamples(op Op) []Sample {
 	return n.watchdogHist.withLive(n.watchdogSample(now))
 }
 
-// watchdogSample is the watchdog counters with the replication figures.
+// watchdogSample is a watchdog sample taken now.
 func (n *Node) watchdogSample(now time.Time) Sample {
-	s := n.stats.sample(now)
+	w := n.watchdogStats()
+	return Sample{Time: now, Watchdog: &w}
+}
+
+// watchdogStats is the watchdog counters with the replication figures.
+func (n *Node) watchdogStats() WatchdogStats {
+	s := n.stats.stats()
 	r := n.replicationStats()
-	s.Values["PartitionsOwned"] = int64(r.owned)
-	s.Values["PartitionsBackedUp"] = int64(r.backedUp)
-	s.Values["PartitionsShort"] = int64(r.short)
-	s.Values["TransfersInFlight"] = r.transfers
-	s.Values["TableVersion"] = int64(r.tableVersion)
+	s.PartitionsOwned = int64(r.owned)
+	s.PartitionsBackedUp = int64(r.backedUp)
+	s.PartitionsShort = int64(r.short)
+	s.TransfersInFlight = r.transfers
+	s.TableVersion = int64(r.tableVersion)
 	return s
 }
 

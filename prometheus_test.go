@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -184,33 +183,38 @@ func TestCollectorFollowsPrometheusConventions(t *testing.T) {
 	}
 }
 
-// Every watchdog and snitch figure is exported.
+// Every watchdog and snitch figure is exported: a figure of a metric with
+// series by op is its series with that label (or, with no op, their sum),
+// any other is a metric of its own.
 func TestCollectorCoversEveryFigure(t *testing.T) {
-	d := newNodeDescs()
-	exported := map[string]bool{
-		// ghost_requests_total{op}; TotalRequests is their sum.
-		"GetRequests": true, "PutRequests": true, "AddRequests": true, "DeleteRequests": true,
-		"FlushRequests": true, "TotalRequests": true,
-	}
-	for _, f := range d.counters {
-		exported[f.figure] = true
-	}
-	for _, f := range d.snitch {
-		exported[f.figure] = true
-	}
 	c := newCluster(t, 1, false)
-	figures := c.nodes[0].stats.sample(time.Now()).Values
-	for k, v := range snitchSample(time.Now(), c.nodes[0].store).Values {
-		figures[k] = v
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c.nodes[0].Collector())
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for figure := range figures {
-		if !exported[figure] {
-			t.Errorf("figure %s is not exported", figure)
+	series := map[[2]string]bool{} // {metric, op label}; {metric, ""} for every metric
+	for _, f := range families {
+		series[[2]string{f.GetName(), ""}] = true
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "op" {
+					series[[2]string{f.GetName(), l.GetValue()}] = true
+				}
+			}
 		}
-		delete(exported, figure)
 	}
-	for figure := range exported {
-		t.Errorf("exported figure %s is in no sample", figure)
+	check := func(name, metric, op string) {
+		if metric == "" || !series[[2]string{metric, op}] {
+			t.Errorf("figure %s is not exported (metric %q, op %q)", name, metric, op)
+		}
+	}
+	for _, f := range watchdogFigures() {
+		check(f.name, f.metric, f.op)
+	}
+	for _, f := range snitchFigures() {
+		check(f.name, f.metric, f.op)
 	}
 }
 

@@ -366,16 +366,20 @@ func (f *frameReader) deadline(d time.Duration) {
 	}
 }
 
+// encodeSamples is the payload of a metrics reply: each sample as
+// [UnixNano, {figure name: value}], the figures named as in the SDK JSON.
 func encodeSamples(samples []Sample) []byte {
 	wire := make([][2]any, len(samples))
 	for i, s := range samples {
-		wire[i] = [2]any{s.Time.UnixNano(), s.Values}
+		wire[i] = [2]any{s.Time.UnixNano(), s.Figures()}
 	}
 	b, _ := msgpack.Marshal(wire) // maps of int64 always encode
 	return b
 }
 
-func decodeSamples(b []byte, out *[]Sample) error {
+// decodeSamples reads the payload of a reply to a metrics call of op's
+// kind. Figures the node does not know (a newer node's) are dropped.
+func decodeSamples(b []byte, op Op, out *[]Sample) error {
 	var wire []struct {
 		_msgpack struct{} `msgpack:",as_array"`
 		Time     int64
@@ -390,7 +394,7 @@ func decodeSamples(b []byte, out *[]Sample) error {
 	}
 	*out = make([]Sample, len(wire))
 	for i, w := range wire {
-		(*out)[i] = Sample{Time: time.Unix(0, w.Time), Values: w.Values}
+		(*out)[i] = sampleOfKind(op, time.Unix(0, w.Time), w.Values)
 	}
 	return nil
 }

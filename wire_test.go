@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -228,5 +229,38 @@ func TestOutQueueWritesWhatWasQueued(t *testing.T) {
 	}
 	if !bytes.Equal(conn.written, want) {
 		t.Fatalf("wrote %d bytes unlike the %d queued", len(conn.written), len(want))
+	}
+}
+
+// The metrics payload is what it was before the stats were typed:
+// [[UnixNano, {figure: value}], ...], read back into the kind asked for;
+// and the payload of a node of that time still decodes.
+func TestSamplesWireFormat(t *testing.T) {
+	at := time.Unix(0, 1764057810100000000)
+	w := WatchdogStats{TotalRequests: 3, GetRequests: 2, TableVersion: 7}
+	b := encodeSamples([]Sample{{Time: at, Watchdog: &w}})
+	var raw [][2]any
+	if err := msgpack.Unmarshal(b, &raw); err != nil || len(raw) != 1 {
+		t.Fatalf("%x: %v", b, err)
+	}
+	figures, ok := raw[0][1].(map[string]any)
+	if !ok || len(figures) != reflect.TypeFor[WatchdogStats]().NumField() || fmt.Sprint(figures["GetRequests"]) != "2" {
+		t.Errorf("figures %#v", raw[0][1])
+	}
+	var got []Sample
+	if err := decodeSamples(b, OpWatchdogMetrics, &got); err != nil || len(got) != 1 || *got[0].Watchdog != w || !got[0].Time.Equal(at) {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+
+	// As the node encoded it with Sample.Values, a map[string]int64.
+	old, err := msgpack.Marshal([][2]any{{at.UnixNano(), map[string]int64{"Keys": 5, "Bytes": 60, "Alloc": 1 << 40}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeSamples(old, OpSnitchMetrics, &got); err != nil || len(got) != 1 || got[0].Watchdog != nil {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	if s := got[0].Snitch; s.Keys != 5 || s.Bytes != 60 || s.Alloc != 1<<40 || s.Goroutines != 0 {
+		t.Errorf("snitch %+v", *s)
 	}
 }

@@ -535,7 +535,7 @@ func (w *worker) nodeStats(ctx context.Context) (map[string]int64, error) {
 		if i < 0 {
 			return nil, fmt.Errorf("no metrics from this node: %v", err)
 		}
-		maps.Copy(out, nodes[i].Data[len(nodes[i].Data)-1].Values)
+		maps.Copy(out, nodes[i].Data[len(nodes[i].Data)-1].Figures())
 	}
 	return out, nil
 }

@@ -163,22 +163,24 @@ type nodeLine struct {
 
 // summarize turns each node's metrics into one line, from its latest
 // sample: the one taken at call time.
-func summarize(ms []ghost.NodeMetrics, f func(map[string]int64) string) []nodeLine {
+func summarize(ms []ghost.NodeMetrics, f func(ghost.Sample) string) []nodeLine {
 	var lines []nodeLine
 	for _, m := range ms {
 		if len(m.Data) > 0 {
-			lines = append(lines, nodeLine{Node: m.Node, Text: f(m.Data[len(m.Data)-1].Values)})
+			lines = append(lines, nodeLine{Node: m.Node, Text: f(m.Data[len(m.Data)-1])})
 		}
 	}
 	return lines
 }
 
-func snitchSummary(v map[string]int64) string {
+func snitchSummary(s ghost.Sample) string {
+	v := s.Snitch
 	return fmt.Sprintf("keys %d (%d B)  heap %.1f MiB  goroutines %d  GCs %d  CPU %d ms",
-		v["Keys"], v["Bytes"], float64(v["HeapAlloc"])/(1<<20), v["Goroutines"], v["NumGC"], v["CPUMicros"]/1000)
+		v.Keys, v.Bytes, float64(v.HeapAlloc)/(1<<20), v.Goroutines, v.NumGC, v.CPUMicros/1000)
 }
 
-func watchdogSummary(v map[string]int64) string {
+func watchdogSummary(s ghost.Sample) string {
+	v := s.Watchdog
 	return fmt.Sprintf("requests %d (get %d, put %d)  stored %d  misses %d  forwarded %d",
-		v["TotalRequests"], v["GetRequests"], v["PutRequests"], v["Stored"], v["CacheMiss"], v["Forwarded"])
+		v.TotalRequests, v.GetRequests, v.PutRequests, v.Stored, v.CacheMiss, v.Forwarded)
 }

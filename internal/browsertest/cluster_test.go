@@ -121,11 +121,11 @@ func pairsHeld(ctx context.Context, n *ghost.Node) (map[string]int64, error) {
 		if len(m.Data) == 0 {
 			return nil, fmt.Errorf("%s: no snitch sample", m.Node)
 		}
-		keys, ok := m.Data[len(m.Data)-1].Values["Keys"]
-		if !ok {
-			return nil, fmt.Errorf("%s: no Keys in its snitch sample", m.Node)
+		s := m.Data[len(m.Data)-1].Snitch
+		if s == nil {
+			return nil, fmt.Errorf("%s: no snitch figures in its sample", m.Node)
 		}
-		held[m.Node] = keys
+		held[m.Node] = s.Keys
 	}
 	return held, nil
 }
