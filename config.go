@@ -58,8 +58,10 @@ type Config struct {
 	HTTPOpen bool
 
 	// AdvertiseAddr is the host:port peers use to reach this node. Default:
-	// Addr when it names an IP, else the first private IPv4 address of this
-	// host (memberlist's rule), else 127.0.0.1; with Addr's port.
+	// Addr when it names an IP, else a private address of this host as
+	// go-sockaddr's GetPrivateIP picks it (the interface of the default
+	// route first; it may be IPv6), else 127.0.0.1; with Addr's port. Set
+	// it on hosts with several interfaces, containers or NAT.
 	AdvertiseAddr string
 
 	// Name is this node's name in the cluster; it must be unique among live

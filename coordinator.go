@@ -524,8 +524,11 @@ func (n *Node) Safe() bool {
 	return n.transfers.inFlight() == 0
 }
 
-// WaitSafe blocks until Safe reports true or ctx ends: for readiness
-// probes, and between the steps of a rolling restart.
+// WaitSafe blocks until Safe reports true or ctx ends: at start-up before
+// a node reports ready, and between the steps of a rolling restart. Safe
+// is cluster-wide, so do not wire it into a readiness probe: one crash
+// elsewhere would take every node out of its service
+// (docs/operations.md).
 func (n *Node) WaitSafe(ctx context.Context) error {
 	for {
 		changed := n.tableChanged.wait()
