@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -348,6 +349,8 @@ func (n *Node) pushTable() {
 		n.goBackground(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 			defer cancel()
+			n.tableCalls.pushes.Add(1)
+			n.tableCalls.pushBytes.Add(int64(len(body)))
 			resp, err := n.peers.get(m.addr).call(ctx, &request{op: opTablePush, value: body, tver: t.version})
 			switch {
 			case err == nil && resp.status == statusStale && resp.tver == t.version:
@@ -368,6 +371,17 @@ func (n *Node) pushTable() {
 			}
 		})
 	}
+}
+
+// tableCalls counts the table traffic a node sends, for the scale test
+// (scale_test.go): table pushes (opTablePush) and their encoded tables'
+// bytes, table fetches (opTableGet) and the bytes of the tables they got,
+// and the coordinator's ping rounds before a table change (reach) and the
+// pings in them.
+type tableCalls struct {
+	pushes, pushBytes   atomic.Int64
+	fetches, fetchBytes atomic.Int64
+	pingRounds, pings   atomic.Int64
 }
 
 // pushState tracks which members confirmed which table version.
@@ -442,10 +456,12 @@ func (n *Node) fetchNewer(v uint64) {
 func (n *Node) fetchTable(addr string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 	defer cancel()
+	n.tableCalls.fetches.Add(1)
 	resp, err := n.peers.get(addr).call(ctx, &request{op: opTableGet})
 	if err != nil || resp.status != statusOK {
 		return false
 	}
+	n.tableCalls.fetchBytes.Add(int64(len(resp.value)))
 	t, err := decodeTable(resp.value, n.cfg.PartitionCount)
 	if err != nil {
 		n.log.Warn("ghost: refused a partition table", "from", addr, "err", err)

@@ -156,6 +156,7 @@ type Node struct {
 	readies      chan readyReport    // transfers done, for the coordinator
 	evictions    chan evictionNotice // pairs evicted as primary, for the copies (evict.go)
 	pushes       pushState
+	tableCalls   tableCalls // counts of the table calls this node sent (coordinator.go)
 	transfers    transferSet
 	receiving    receiveState
 	leaving      atomic.Bool

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // MemNetwork is an in-memory network for tests: nodes whose Config.Network
@@ -21,6 +22,10 @@ type MemNetwork struct {
 	noConns  map[string]bool // nodes that packets reach but connections do not (blockConns)
 	nextSide int
 	nextPort int
+
+	// Packets (gossip) sent and their bytes, and those dropped because
+	// the receiver was behind; for the scale test (scale_test.go).
+	packets, packetBytes, packetsDropped atomic.Int64
 }
 
 // NewMemNetwork returns an empty in-memory network.
@@ -240,9 +245,12 @@ func (e *memEndpoint) readPacket(buf []byte) (int, net.Addr, error) {
 // like UDP, it never reports a loss.
 func (e *memEndpoint) writePacket(b []byte, addr string) error {
 	if target := e.net.route(e.address, addr); target != nil {
+		e.net.packets.Add(1)
+		e.net.packetBytes.Add(int64(len(b)))
 		select {
 		case target.packets <- memPacket{data: slices.Clone(b), from: e.address}:
 		default:
+			e.net.packetsDropped.Add(1)
 		}
 	}
 	return nil

@@ -65,6 +65,8 @@ func hasQuorum(t *table, live []member) bool {
 func (n *Node) reach(t *table) (names []string, newest uint64) {
 	names = make([]string, len(t.members))
 	versions := make([]uint64, len(t.members))
+	n.tableCalls.pingRounds.Add(1)
+	n.tableCalls.pings.Add(int64(len(t.members) - 1))
 	var wg sync.WaitGroup
 	for i, m := range t.members {
 		if m.name == n.self.name {
