@@ -153,16 +153,21 @@ func (c *cluster) waitConvergedAmong(nodes []*Node) {
 				version = v
 			}
 			if !n.Safe() {
-				t := n.table.Load()
-				pending := 0
-				for p := range t.pending {
-					pending += len(t.pending[p])
-				}
-				return fmt.Errorf("%s is not Safe: table %d of %d members, %d copies pending, %d transfers in flight", n.Addr(), t.version, len(t.members), pending, n.transfers.inFlight())
+				return notSafe(n)
 			}
 		}
 		return nil
 	})
+}
+
+// notSafe says why n is not Safe, for a condition that waits for it.
+func notSafe(n *Node) error {
+	t := n.table.Load()
+	pending := 0
+	for p := range t.pending {
+		pending += len(t.pending[p])
+	}
+	return fmt.Errorf("%s is not Safe: table %d of %d members, %d copies pending, %d transfers in flight", n.Addr(), t.version, len(t.members), pending, n.transfers.inFlight())
 }
 
 // waitFor polls cond until it returns nil, failing the test at the deadline

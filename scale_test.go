@@ -265,12 +265,7 @@ func safeAmong(nodes []*Node, want []string) error {
 			return fmt.Errorf("%s holds table %d, %s %d", n.Addr(), v, nodes[0].Addr(), version)
 		}
 		if !n.Safe() {
-			t := n.table.Load()
-			pending := 0
-			for p := range t.pending {
-				pending += len(t.pending[p])
-			}
-			return fmt.Errorf("%s is not Safe: table %d of %d members, %d copies pending, %d transfers in flight", n.Addr(), t.version, len(t.members), pending, n.transfers.inFlight())
+			return notSafe(n)
 		}
 	}
 	for _, n := range nodes {
