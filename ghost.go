@@ -572,23 +572,6 @@ func (n *Node) crawlLoop() {
 	})
 }
 
-func (n *Node) metricsLoop() {
-	snitch := time.NewTicker(n.cfg.SnitchInterval)
-	defer snitch.Stop()
-	watchdog := time.NewTicker(n.cfg.WatchdogInterval)
-	defer watchdog.Stop()
-	for {
-		select {
-		case now := <-snitch.C:
-			n.snitchHist.add(snitchSample(now, n.store))
-		case now := <-watchdog.C:
-			n.watchdogHist.add(n.watchdogSample(now))
-		case <-n.done:
-			return
-		}
-	}
-}
-
 // partitionOf is the partition of key: the same function consistent's
 // FindPartitionID uses, without its []byte conversion.
 func (n *Node) partitionOf(key string) int { return n.partitionOfHash(hashKey(key)) }

@@ -224,3 +224,22 @@ func (h *history) withLive(live Sample) []Sample {
 	out = append(out, h.samples...)
 	return append(out, live)
 }
+
+// metricsLoop records a snitch sample every SnitchInterval and a watchdog
+// sample every WatchdogInterval until the node shuts down.
+func (n *Node) metricsLoop() {
+	snitch := time.NewTicker(n.cfg.SnitchInterval)
+	defer snitch.Stop()
+	watchdog := time.NewTicker(n.cfg.WatchdogInterval)
+	defer watchdog.Stop()
+	for {
+		select {
+		case now := <-snitch.C:
+			n.snitchHist.add(snitchSample(now, n.store))
+		case now := <-watchdog.C:
+			n.watchdogHist.add(n.watchdogSample(now))
+		case <-n.done:
+			return
+		}
+	}
+}
