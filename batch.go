@@ -160,6 +160,7 @@ type batchItem struct {
 	key   string
 	value []byte // encoded, for puts
 	p     int    // partition
+	rid   uint64 // writes: the request id, the same on every try (dedupe.go)
 	resp  response
 	err   error
 	// retry: the key was refused or not reached, and goes out again under
@@ -214,6 +215,11 @@ type batchGroup struct {
 func (n *Node) runBatch(ctx context.Context, op Op, items []*batchItem, ttl int64) {
 	deadline := time.Now().Add(n.cfg.RequestTimeout)
 	backoff := time.Millisecond
+	if op != OpGet {
+		for _, it := range items {
+			it.rid = n.requestIDs.id()
+		}
+	}
 	pending := items
 	for len(pending) > 0 {
 		if n.closed.Load() {
@@ -324,7 +330,7 @@ func (n *Node) groupBatch(t *table, op Op, items []*batchItem) []batchGroup {
 func (n *Node) sendBatch(ctx context.Context, op Op, tver uint64, ttl int64, g batchGroup) {
 	reqs := make([]request, len(g.items))
 	for i, it := range g.items {
-		reqs[i] = request{op: op, key: it.key, value: it.value, ttl: ttl, tver: tver}
+		reqs[i] = request{op: op, key: it.key, value: it.value, ttl: ttl, tver: tver, rid: it.rid}
 	}
 	if g.to.name == n.self.name {
 		for i, resp := range n.serveBatchRequests(ctx, reqs, math.MaxInt) {
@@ -431,8 +437,9 @@ func (n *Node) serveBatchRequest(ctx context.Context, req *request) response {
 	return n.serveStore(ctx, req)
 }
 
-// A batch request's value is [op, key, value, key, value...] (values are
-// nil for reads and deletes); its ttl and table are the request's own. A
+// A batch request's value is [op, key, value, rid, key, value, rid...]
+// (values are nil for reads and deletes, request ids 0 for reads); its ttl
+// and table are the request's own. A
 // batch reply's value is [status, value, message, table] for each key, in
 // the order of the request.
 
@@ -443,11 +450,12 @@ func encodeBatchRequests(op Op, reqs []request) []byte {
 	}
 	a := &appender{b: make([]byte, 0, size)}
 	enc := msgpack.NewEncoder(a)
-	_ = enc.EncodeArrayLen(1 + 2*len(reqs))
+	_ = enc.EncodeArrayLen(1 + 3*len(reqs))
 	_ = enc.EncodeUint(uint64(op))
 	for i := range reqs {
 		_ = enc.EncodeString(reqs[i].key)
 		_ = enc.EncodeBytes(reqs[i].value)
+		_ = enc.EncodeUint(reqs[i].rid)
 	}
 	return a.b
 }
@@ -458,7 +466,7 @@ func decodeBatchRequests(b []byte, ttl int64, tver uint64) ([]request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ghost: malformed batch: %w", err)
 	}
-	if n%2 != 1 || n/2 > maxBatchKeys {
+	if n%3 != 1 || n/3 > maxBatchKeys {
 		return nil, fmt.Errorf("ghost: malformed batch: %d fields", n)
 	}
 	op, err := r.uint(math.MaxUint8)
@@ -470,11 +478,13 @@ func decodeBatchRequests(b []byte, ttl int64, tver uint64) ([]request, error) {
 	default:
 		return nil, fmt.Errorf("ghost: batch of op %d: only get, put, add and delete batch", op)
 	}
-	reqs := make([]request, n/2)
+	reqs := make([]request, n/3)
 	for i := range reqs {
 		reqs[i] = request{op: Op(op), ttl: ttl, tver: tver}
 		if reqs[i].key, err = r.str(); err == nil {
-			reqs[i].value, err = r.bytes()
+			if reqs[i].value, err = r.bytes(); err == nil {
+				reqs[i].rid, err = r.uint(math.MaxUint64)
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ghost: malformed batch key %d: %w", i, err)

@@ -3,8 +3,13 @@ package ghost
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Exactly-once writes. Each Put, Add and Delete call carries a request id,
@@ -14,14 +19,18 @@ import (
 // anew. Without it, a retried Delete found its own tombstone and answered
 // NOT_FOUND, and a retried Add found its own pair and answered NOT_STORED.
 //
-// The primary keeps the ids it decided for a while (dedupeRetention); a
-// retry that reaches another primary, the table having changed meanwhile,
-// is decided there again (a Put or Delete decides the same; an Add that
-// ownership moved under fails instead, see serveWrite).
+// The primary keeps the ids it decided for a while (dedupeRetention), and
+// so do its copies, from the copies it sends them with the id and the
+// outcome: a retry that reaches a copy promoted to primary meanwhile (the
+// first try's primary died, or lost the partition in a table change) is
+// answered as the first try was. A retry that reaches a primary that
+// never saw the first try is decided there again: a Put or Delete decides
+// the same, and an Add that ownership moved under fails instead (see
+// serveWrite).
 
-// dedupeRetention is how long a primary remembers a decided request, in
-// RequestTimeouts: a caller retries within one.
-const dedupeRetention = 4
+// dedupeRetention is how long a node remembers a decided request: four
+// RequestTimeouts, as a caller retries within one.
+func (n *Node) dedupeRetention() time.Duration { return 4 * n.cfg.RequestTimeout }
 
 // requestIDs gives each call a request id: a random prefix per node, so
 // that ids from different nodes do not meet, and a counter.
@@ -82,4 +91,47 @@ func (d *decided) record(rid uint64, done bool, now time.Time, retention time.Du
 	}
 	d.byID[rid] = done
 	d.order = append(d.order, decision{rid: rid, done: done, at: now})
+}
+
+// recentDecisions returns partition p's decisions still kept.
+func (n *Node) recentDecisions(p int) []decision {
+	pt := n.store.lock(p)
+	defer pt.mu.Unlock()
+	d := &n.decided[p]
+	keep := time.Now().Add(-n.dedupeRetention())
+	i := 0
+	for i < len(d.order) && d.order[i].at.Before(keep) {
+		i++
+	}
+	return slices.Clone(d.order[i:])
+}
+
+// A stream's decisions travel as [rid, done, rid, done...].
+
+func encodeDecisions(enc *msgpack.Encoder, ds []decision) {
+	_ = enc.EncodeArrayLen(2 * len(ds))
+	for _, d := range ds {
+		_ = enc.EncodeUint(d.rid)
+		_ = enc.EncodeBool(d.done)
+	}
+}
+
+func decodeDecisions(r *msgReader) ([]decision, error) {
+	count, err := r.arrayLen()
+	if err != nil {
+		return nil, err
+	}
+	if count%2 != 0 {
+		return nil, fmt.Errorf("%d fields", count)
+	}
+	ds := make([]decision, count/2)
+	for i := range ds {
+		if ds[i].rid, err = r.uint(math.MaxUint64); err != nil {
+			return nil, err
+		}
+		if ds[i].done, err = r.bool(); err != nil {
+			return nil, err
+		}
+	}
+	return ds, nil
 }

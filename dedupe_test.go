@@ -3,6 +3,7 @@ package ghost
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -28,7 +29,7 @@ func TestRetriedWritesReportTheirFirstOutcome(t *testing.T) {
 			_, retry = via.route(ctx, &again)
 			return first, retry
 		}
-		first, retry := twice(request{op: OpDelete, key: key, ver: via.requestIDs.id()})
+		first, retry := twice(request{op: OpDelete, key: key, rid: via.requestIDs.id()})
 		if first != nil || retry != nil {
 			t.Errorf("tcp=%v: Delete %v, retried %v; want REMOVED twice", tcp, first, retry)
 		}
@@ -36,12 +37,70 @@ func TestRetriedWritesReportTheirFirstOutcome(t *testing.T) {
 			t.Errorf("tcp=%v: a new Delete: %v; want NOT_FOUND", tcp, err)
 		}
 		raw, _ := via.encodeValue(key, 2)
-		first, retry = twice(request{op: OpAdd, key: key, value: raw, ttl: int64(time.Minute), ver: via.requestIDs.id()})
+		first, retry = twice(request{op: OpAdd, key: key, value: raw, ttl: int64(time.Minute), rid: via.requestIDs.id()})
 		if first != nil || retry != nil {
 			t.Errorf("tcp=%v: Add %v, retried %v; want STORED twice", tcp, first, retry)
 		}
 		if err := via.Add(ctx, key, 3, NoExpiry); !errors.Is(err, ErrNotStored) {
 			t.Errorf("tcp=%v: a new Add: %v; want NOT_STORED", tcp, err)
+		}
+	}
+}
+
+// A retry that reaches the backup promoted in its first primary's place
+// reports the first try's outcome too: the copies of a write carry its
+// request id and outcome. So do the keys of a batch, each its own id.
+func TestRetriesAcrossAFailoverReportTheirFirstOutcome(t *testing.T) {
+	c := newCluster(t, 4, false, fastFailureDetection)
+	ctx := context.Background()
+	via, primary := c.nodes[1], c.nodes[3] // not the coordinator: the table changes at once
+	key := c.keyOwnedBy(primary, "single")
+	batchKeys := []string{c.keyOwnedBy(primary, "batch-a"), c.keyOwnedBy(primary, "batch-b")}
+	for _, k := range append([]string{key}, batchKeys...) {
+		if err := via.Put(ctx, k, 1, NoExpiry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del := request{op: OpDelete, key: key, rid: via.requestIDs.id()}
+	again := del
+	if _, err := via.route(ctx, &del); err != nil {
+		t.Fatal(err)
+	}
+	batch := func(n *Node) []response {
+		reqs := make([]request, len(batchKeys))
+		for i, k := range batchKeys {
+			reqs[i] = request{op: OpDelete, key: k, tver: n.table.Load().version, rid: uint64(1000 + i)}
+		}
+		return n.serveBatchRequests(ctx, reqs, math.MaxInt)
+	}
+	for i, r := range batch(primary) {
+		if r.status != statusOK {
+			t.Fatalf("batch delete %d: status %d", i, r.status)
+		}
+	}
+	primary.halt()
+	var promoted *Node
+	waitFor(t, 20*time.Second, func() error {
+		for _, n := range c.nodes[:3] {
+			if n.table.Load().isPrimary(n.partitionOf(key)) && n.table.Load().isPrimary(n.partitionOf(batchKeys[0])) {
+				promoted = n
+				return nil
+			}
+		}
+		return errors.New("no backup promoted yet")
+	})
+	c.waitConvergedAmong(c.nodes[:3])
+	if _, err := via.route(ctx, &again); err != nil {
+		t.Errorf("the Delete retried after the failover: %v; want REMOVED", err)
+	}
+	if err := via.Delete(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a new Delete: %v; want NOT_FOUND", err)
+	}
+	if promoted.partitionOf(batchKeys[1]) == promoted.partitionOf(batchKeys[0]) || promoted.table.Load().isPrimary(promoted.partitionOf(batchKeys[1])) {
+		for i, r := range batch(promoted) {
+			if r.status != statusOK {
+				t.Errorf("batch delete %d retried after the failover: status %d; want REMOVED", i, r.status)
+			}
 		}
 	}
 }

@@ -37,7 +37,7 @@ const MaxKeyLen = 250
 
 // ProtocolVersion is the version of the node-to-node protocol this release
 // speaks. Nodes of different versions do not join one cluster.
-const ProtocolVersion uint8 = 5
+const ProtocolVersion uint8 = 6
 
 // The errors of GhostDB calls. Test for them with errors.Is: the errors
 // returned wrap them with details.
@@ -224,6 +224,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.requestIDs.init()
 	n.decided = make([]decided, cfg.PartitionCount)
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
+	n.store.settleWait = cfg.RequestTimeout
 	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
 		ep.close()
 		return nil, err
@@ -316,7 +317,7 @@ func (n *Node) store1(ctx context.Context, op Op, key string, value any, ttl tim
 	if err != nil {
 		return err
 	}
-	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl), ver: n.requestIDs.id()})
+	_, err = n.route(ctx, &request{op: op, key: key, value: raw, ttl: int64(ttl), rid: n.requestIDs.id()})
 	return err
 }
 
@@ -348,7 +349,7 @@ func (n *Node) encodeValue(key string, value any) ([]byte, error) {
 
 // Delete removes the pair stored under key (REMOVED), or returns ErrNotFound.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	_, err := n.route(ctx, &request{op: OpDelete, key: key, ver: n.requestIDs.id()})
+	_, err := n.route(ctx, &request{op: OpDelete, key: key, rid: n.requestIDs.id()})
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -162,6 +163,9 @@ func (n *Node) sendPartition(p int, to member, pendingOnly bool) error {
 		}
 		keys = keys[len(batch):]
 		c := chunk{partition: p, sender: n.self.name, start: start, forgotten: n.store.forgottenOf(p), first: first, last: len(keys) == 0, pairs: copies}
+		if first {
+			c.decisions = n.recentDecisions(p)
+		}
 		if err := n.sendChunk(to, t.version, &c); err != nil {
 			return err
 		}
@@ -269,6 +273,9 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 		return n.refuse(req, t, "a transfer chunk")
 	}
 	n.store.learnForgottenLocked(pt, c.forgotten)
+	for _, d := range c.decisions {
+		n.decided[c.partition].record(d.rid, d.done, time.Now(), n.dedupeRetention())
+	}
 	rs := &n.receiving
 	rs.mu.Lock()
 	s := rs.sessions[c.partition]
@@ -304,13 +311,17 @@ type chunk struct {
 	first, last bool
 	merge       bool // pairs handed back by a former holder (heal.go), not a primary's stream
 	pairs       []pairCopy
+	// decisions: on a stream's first chunk, the requests the primary
+	// decided lately (dedupe.go), so that the receiver, once it is the
+	// primary, answers their retries as the first try was answered.
+	decisions []decision
 }
 
 // encodeChunk encodes c at now: expiries as the time left (ttlLeft).
 func encodeChunk(c *chunk, now int64) []byte {
 	var buf bytes.Buffer
 	enc := msgpack.NewEncoder(&buf)
-	_ = enc.EncodeArrayLen(8)
+	_ = enc.EncodeArrayLen(9)
 	_ = enc.EncodeInt(int64(c.partition))
 	_ = enc.EncodeString(c.sender)
 	_ = enc.EncodeUint(c.start)
@@ -327,6 +338,7 @@ func encodeChunk(c *chunk, now int64) []byte {
 		_ = enc.EncodeUint(p.version)
 		_ = enc.EncodeBool(p.tombstone)
 	}
+	encodeDecisions(enc, c.decisions)
 	return buf.Bytes()
 }
 
@@ -336,7 +348,7 @@ func encodeChunk(c *chunk, now int64) []byte {
 func decodeChunk(b []byte, partitions int, now int64) (*chunk, error) {
 	r := &msgReader{b: b}
 	var c chunk
-	if n, err := r.arrayLen(); err != nil || n != 8 {
+	if n, err := r.arrayLen(); err != nil || n != 9 {
 		return nil, fmt.Errorf("ghost: malformed chunk header (%d fields, %v)", n, err)
 	}
 	p, err := r.uint(uint64(partitions - 1))
@@ -368,6 +380,9 @@ func decodeChunk(b []byte, partitions int, now int64) (*chunk, error) {
 			return nil, fmt.Errorf("ghost: pair %d of a chunk: %w", i, err)
 		}
 		c.pairs[i].expires = expiryAt(c.pairs[i].expires, now)
+	}
+	if c.decisions, err = decodeDecisions(r); err != nil {
+		return nil, fmt.Errorf("ghost: decisions of a chunk: %w", err)
 	}
 	return &c, nil
 }

@@ -15,8 +15,14 @@ import (
 // A holder applies a copy only when it was sent under the table it holds
 // itself, so that a primary that lost its partition cannot write to it.
 
-// flagTombstone marks a replica op that carries a delete.
-const flagTombstone = 1
+// Replica op flags (flagEvict is evict.go's).
+const (
+	// flagTombstone: the copy carries a delete.
+	flagTombstone = 1
+	// flagDone: the write's request stored (or removed), for the copy's
+	// record of the request (dedupe.go).
+	flagDone = 4
+)
 
 // ErrReplication: the write reached the key's owner but not every copy
 // confirmed it in time, so it is not acknowledged. It may or may not have
@@ -57,10 +63,11 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	version := n.store.versions.next()
 	var done, wrote bool
 	retry := false
-	if done, retry = n.decided[p].lookup(req.ver); retry {
-		// A retry of a write this node decided (its caller lost the
-		// reply): the first try's outcome, once its entry is on the
-		// copies, below.
+	if done, retry = n.decided[p].lookup(req.rid); retry {
+		// A retry of a write this node decided, or received a copy of
+		// (its caller lost the reply, or ownership moved meanwhile): the
+		// first try's outcome, once the key's entry is on the copies,
+		// below.
 	} else if req.op == OpDelete {
 		done, wrote = n.store.deleteLocked(pt, req.key, version)
 	} else {
@@ -68,10 +75,16 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		wrote = done
 	}
 	if !retry {
-		n.decided[p].record(req.ver, done, time.Now(), dedupeRetention*n.cfg.RequestTimeout)
+		n.decided[p].record(req.rid, done, time.Now(), n.dedupeRetention())
 	}
 	pair := pairCopy{key: req.key, value: req.value, expires: expires, version: version, tombstone: req.op == OpDelete}
-	if !wrote {
+	switch {
+	case retry:
+		// The first try reached this node, maybe as a copy from a primary
+		// that lost the partition before its other copies confirmed it:
+		// the key's entry goes to the copies again before the answer.
+		pair, wrote = n.store.entryLocked(pt, req.key)
+	case !wrote:
 		// Nothing written: the answer (NOT_STORED, or NOT_FOUND on a
 		// tombstone) rests on the key's entry. When that is a write of
 		// ours the copies never confirmed (it failed: a copy was cut
@@ -94,9 +107,14 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if !wrote {
 		return resp
 	}
-	replica := request{op: opReplicate, key: pair.key, value: pair.value, ttl: pair.expires, tver: t.version, ver: pair.version}
+	// The copy carries the request's id and outcome: a retry that finds a
+	// copy promoted to primary is answered as the first try was.
+	replica := request{op: opReplicate, key: pair.key, value: pair.value, ttl: pair.expires, tver: t.version, ver: pair.version, rid: req.rid}
 	if pair.tombstone {
 		replica.value, replica.flags = nil, flagTombstone
+	}
+	if done {
+		replica.flags |= flagDone
 	}
 	err := n.replicateWrite(ctx, p, t, &replica)
 	for tries := 0; errors.Is(err, errCopyHoldsNewer) && tries < restampTries; tries++ {
@@ -117,6 +135,7 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if err == nil {
 		n.store.confirm(p, req.key, pair.version)
 	} else {
+		n.store.abandon(p, req.key, pair.version)
 		resp.status, resp.msg = statusReplicaFailed, err.Error() // NOT_FOUND too: not acknowledged
 		if now := n.table.Load(); !now.isPrimary(p) && req.op != OpAdd {
 			// Ownership moved on while the write was being copied: the
@@ -286,6 +305,9 @@ func (n *Node) serveReplica(_ context.Context, req *request) response {
 		return response{id: req.id, tver: t.version}
 	}
 	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: expiryAt(req.ttl, n.store.now()), version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
+	if newer == 0 {
+		n.decided[p].record(req.rid, req.flags&flagDone != 0, time.Now(), n.dedupeRetention())
+	}
 	n.receiving.sent(p, req.key)
 	pt.mu.Unlock()
 	n.store.evict()

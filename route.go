@@ -31,7 +31,7 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 	p := n.partitionOfHash(h)
 	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) && !n.refuses(OpGet) {
 		start := timeLocalRead()
-		v, ok := n.readLocal(p, h, key)
+		v, ok := n.readLocal(ctx, p, h, key)
 		n.latency.observe(OpGet, false, start)
 		if !ok {
 			return nil, ErrCacheMiss

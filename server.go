@@ -175,7 +175,7 @@ func badKey(req *request) (response, bool) {
 }
 
 // serveGet reads a key on one of its partition's in-sync copies.
-func (n *Node) serveGet(_ context.Context, req *request) response {
+func (n *Node) serveGet(ctx context.Context, req *request) response {
 	if resp, bad := badKey(req); bad {
 		return resp
 	}
@@ -193,7 +193,7 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 		return response{id: req.id, status: statusNoQuorum, tver: t.version}
 	}
 	resp := response{id: req.id, tver: t.version}
-	v, ok := n.readLocal(p, h, req.key)
+	v, ok := n.readLocal(ctx, p, h, req.key)
 	if !ok {
 		resp.status = statusMiss
 	}
@@ -203,9 +203,9 @@ func (n *Node) serveGet(_ context.Context, req *request) response {
 
 // readLocal reads key, of hash h, from this node's copy of partition p,
 // counting the read as served.
-func (n *Node) readLocal(p int, h uint64, key string) ([]byte, bool) {
+func (n *Node) readLocal(ctx context.Context, p int, h uint64, key string) ([]byte, bool) {
 	n.stats.getRequests.Add(1)
-	v, ok := n.store.getHashed(p, h, key)
+	v, ok := n.store.getHashed(ctx, p, h, key)
 	if !ok {
 		n.stats.cacheMiss.Add(1)
 	}

@@ -1,9 +1,11 @@
 package ghost
 
 import (
+	"context"
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // store is the local shard of the cache: the pairs this node holds, as a
@@ -56,6 +58,9 @@ type store struct {
 	versions  *versionClock
 	stats     *watchdog
 	now       func() int64 // unix nanoseconds; a field so tests can move time
+	// settleWait bounds how long a read waits for a write in flight
+	// (settle.go): RequestTimeout.
+	settleWait time.Duration
 
 	// evicted, when set, is told of each pair or tombstone evicted from a
 	// partition this node is the primary of, after the lock is released,
@@ -71,6 +76,7 @@ type partition struct {
 	tailStamp atomic.Uint64 // tail's placed stamp, math.MaxUint64 when empty
 	forgotten uint64        // watermark: the newest version forgotten; guarded by mu
 	primary   atomic.Bool   // this node is the partition's primary: its pairs are evicted first
+	settled   settleSignal  // wakes readers waiting for a write in flight (settle.go)
 	_         [64]byte      // keep neighbouring partitions off one cache line
 }
 
@@ -90,6 +96,9 @@ type entry struct {
 	// primary replaces it (applyFromPrimary). Set before the entry is
 	// published; cleared, under the partition's lock, once confirmed.
 	unconfirmed atomic.Bool
+	// abandoned: unconfirmed, and its write failed or was decided again:
+	// readers do not wait for it (settle.go).
+	abandoned atomic.Bool
 	// prior: while unconfirmed, the entry it replaced (nil: none), itself
 	// maybe unconfirmed: readers are served the newest confirmed entry down
 	// this chain (visible), since a read must not return a write that may
@@ -102,20 +111,6 @@ type entry struct {
 	placed     uint64        // stamp of its place in the line
 	used       atomic.Uint64 // stamp of its last read, or placed
 	prev, next *entry
-}
-
-// visible is the entry a reader is served for e, the entry the index
-// holds: the newest confirmed entry of e's chain of unconfirmed writes
-// (nil when there is none).
-func visible(e *entry) *entry {
-	for e != nil && e.unconfirmed.Load() {
-		prior := e.prior.Load()
-		if !e.unconfirmed.Load() { // confirmed meanwhile: prior may be cleared
-			return e
-		}
-		e = prior
-	}
-	return e
 }
 
 // pairCopy is a pair or tombstone as it travels between copies.
@@ -148,6 +143,8 @@ func newStore(partitions int, maxKeys, maxBytes int64, stats *watchdog, now func
 		versions: newVersionClock(now),
 		stats:    stats,
 		now:      now,
+		// Node sets RequestTimeout.
+		settleWait: time.Second,
 	}
 	for i := range s.parts {
 		s.parts[i].tailStamp.Store(math.MaxUint64)
@@ -163,13 +160,21 @@ func (pt *partition) load(key string) *entry { return pt.index.load(hashKey(key)
 func (pt *partition) each(f func(e *entry)) { pt.index.each(f) }
 
 // get returns the value of key in partition p, or false when it is absent
-// or expired. It takes no lock.
-func (s *store) get(p int, key string) ([]byte, bool) { return s.getHashed(p, hashKey(key), key) }
+// or expired; see getHashed.
+func (s *store) get(p int, key string) ([]byte, bool) {
+	return s.getHashed(context.Background(), p, hashKey(key), key)
+}
 
-// getHashed is get for a caller that has hashed the key already.
-func (s *store) getHashed(p int, h uint64, key string) ([]byte, bool) {
+// getHashed returns the value of key, of hash h, in partition p. It takes
+// no lock; it waits, within ctx, while the key's newest write is in flight
+// (settle.go).
+func (s *store) getHashed(ctx context.Context, p int, h uint64, key string) ([]byte, bool) {
 	pt := &s.parts[p]
-	e := visible(pt.index.load(h, key))
+	head := pt.index.load(h, key)
+	if head != nil && head.unconfirmed.Load() {
+		s.awaitSettled(ctx, pt, h, head)
+	}
+	e := visible(head)
 	if e == nil || e.tombstone {
 		return nil, false
 	}
@@ -238,31 +243,6 @@ func (s *store) deleteLocked(pt *partition, key string, version uint64) (wasLive
 	return wasLive, true
 }
 
-// unconfirmedLocked returns key's entry in pt, whose lock is held, as a
-// copy when this node decided it as a primary and its copies have not
-// confirmed it: an answer that rests on it (an Add's NOT_STORED, a
-// delete's NOT_FOUND on its tombstone) is not the copies' answer yet.
-func (s *store) unconfirmedLocked(pt *partition, key string) (pairCopy, bool) {
-	e := pt.load(key)
-	if e == nil || !e.unconfirmed.Load() {
-		return pairCopy{}, false
-	}
-	return e.pair(), true
-}
-
-// restampLocked decides c, the unconfirmed write of c.key at c.version,
-// again at version: the same write, newer. It reports false when another
-// write of the key has replaced it. pt.mu must be held.
-func (s *store) restampLocked(pt *partition, c pairCopy, version uint64) bool {
-	e := pt.load(c.key)
-	if e == nil || e.version != c.version || !e.unconfirmed.Load() {
-		return false
-	}
-	c.version = version
-	s.putDecided(pt, e, c)
-	return true
-}
-
 // set stores value under key with a fresh version, confirmed; see
 // setLocked.
 func (s *store) set(p int, key string, value []byte, expires int64, onlyIfAbsent bool) bool {
@@ -284,27 +264,6 @@ func (s *store) del(p int, key string) bool {
 	pt.mu.Unlock()
 	s.evict()
 	return ok
-}
-
-// confirm records that the copies confirmed the write of key at version.
-func (s *store) confirm(p int, key string, version uint64) {
-	pt := s.lock(p)
-	s.confirmLocked(pt, key, version)
-	pt.mu.Unlock()
-}
-
-// confirmLocked marks the write of key at version confirmed, wherever it
-// is in the key's chain of unconfirmed writes: a newer write decided since
-// may have replaced it in the index, and readers of that one are served
-// this one until the newer is confirmed too. pt.mu must be held.
-func (s *store) confirmLocked(pt *partition, key string, version uint64) {
-	for e := pt.load(key); e != nil && e.unconfirmed.Load(); e = e.prior.Load() {
-		if e.version == version {
-			e.unconfirmed.Store(false)
-			e.prior.Store(nil) // after unconfirmed: see visible
-			return
-		}
-	}
 }
 
 // mergeLocked merges into pt, whose lock is held, a copy of a pair that
@@ -402,6 +361,7 @@ func (s *store) publish(pt *partition, old, e *entry) *entry {
 	pt.index.store(hashKey(e.key), e)
 	s.count(e, 1)
 	s.place(pt, e, s.clock.Add(2))
+	pt.settled.wake() // a reader waiting for old waits no more
 	return e
 }
 
@@ -521,6 +481,7 @@ func (s *store) clearLocked(pt *partition) {
 	pt.index.clear()
 	pt.head, pt.tail = nil, nil
 	pt.tailStamp.Store(math.MaxUint64)
+	pt.settled.wake()
 }
 
 // crawl removes expired pairs, and tombstones older than tombstoneAge
@@ -564,6 +525,7 @@ func (s *store) remove(pt *partition, e *entry) {
 	unlink(pt, e)
 	s.count(e, -1)
 	s.publishTail(pt)
+	pt.settled.wake()
 }
 
 // forget removes e, a pair or tombstone that expired, aged or was evicted,

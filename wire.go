@@ -94,8 +94,9 @@ type request struct {
 	value []byte // encoded value, for put and add
 	ttl   int64  // nanoseconds; NoExpiry never expires. Replica ops: time left, 0 never (hlc.go ttlLeft)
 	tver  uint64 // version of the partition table the request was routed with
-	ver   uint64 // replica ops: the pair's version; flush: its timestamp; put, add, delete: the request id (dedupe.go)
-	flags uint8  // replica ops: flagTombstone
+	ver   uint64 // replica ops: the pair's version; flush: its timestamp
+	flags uint8  // replica ops: flagTombstone, flagEvict, flagDone
+	rid   uint64 // put, add, delete and their copies: the caller's request id (dedupe.go)
 }
 
 type response struct {
@@ -203,7 +204,7 @@ func endFrame(a *appender, start int) {
 func encodeRequest(a *appender, enc *msgpack.Encoder, r *request) {
 	start := beginFrame(a)
 	// Writing to an appender cannot fail.
-	_ = enc.EncodeArrayLen(8)
+	_ = enc.EncodeArrayLen(9)
 	_ = enc.EncodeUint(r.id)
 	_ = enc.EncodeUint(uint64(r.op))
 	_ = enc.EncodeString(r.key)
@@ -212,6 +213,7 @@ func encodeRequest(a *appender, enc *msgpack.Encoder, r *request) {
 	_ = enc.EncodeUint(r.tver)
 	_ = enc.EncodeUint(r.ver)
 	_ = enc.EncodeUint(uint64(r.flags))
+	_ = enc.EncodeUint(r.rid)
 	endFrame(a, start)
 }
 
@@ -229,8 +231,8 @@ func encodeResponse(a *appender, enc *msgpack.Encoder, r *response) {
 func decodeRequest(r *msgReader, req *request) error {
 	if n, err := r.arrayLen(); err != nil {
 		return err
-	} else if n != 8 {
-		return fmt.Errorf("request has %d fields, want 8", n)
+	} else if n != 9 {
+		return fmt.Errorf("request has %d fields, want 9", n)
 	}
 	var err error
 	var op uint64
@@ -257,8 +259,11 @@ func decodeRequest(r *msgReader, req *request) error {
 		return err
 	}
 	var flags uint64
-	flags, err = r.uint(math.MaxUint8)
+	if flags, err = r.uint(math.MaxUint8); err != nil {
+		return err
+	}
 	req.flags = uint8(flags)
+	req.rid, err = r.uint(math.MaxUint64)
 	return err
 }
 

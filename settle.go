@@ -1,0 +1,175 @@
+package ghost
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Writes in flight on their primary. A primary applies a write at once but
+// serves it only once its copies confirm it: until then the entry is
+// unconfirmed (store.go) and readers are served the confirmed entry before
+// it, so a write that fails was never seen. A copy, though, serves a write
+// as soon as it has applied it, when a reader reaches the copy (its
+// primary suspected down, or the copy is the reader's own node). So that a
+// reader of the primary never gets the older value after a reader of a
+// copy got the newer one, a read on the primary that finds its key's
+// newest entry unconfirmed waits until that write is confirmed, has
+// failed, or is replaced (at most settleWait, or the reader's context),
+// and then answers. Only readers of a key with a write in flight wait, for
+// about one copy's round trip.
+
+// settleSignal wakes the readers of a partition waiting for a write to
+// settle.
+type settleSignal struct {
+	waiting atomic.Int32 // readers waiting: writers skip the lock when 0
+	mu      sync.Mutex
+	ch      chan struct{} // closed by wake; nil when no one waits
+}
+
+// channel returns the channel the next wake closes, counting the caller as
+// a waiter until it calls done.
+func (s *settleSignal) channel() <-chan struct{} {
+	s.waiting.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *settleSignal) done() { s.waiting.Add(-1) }
+
+// wake wakes every waiting reader: a write of the partition settled.
+func (s *settleSignal) wake() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+	s.mu.Unlock()
+}
+
+// inFlight reports whether e, its key's entry in pt, is a write its
+// copies may still confirm.
+func (pt *partition) inFlight(h uint64, e *entry) bool {
+	return e.unconfirmed.Load() && !e.abandoned.Load() && pt.index.load(h, e.key) == e
+}
+
+// awaitSettled waits, within ctx and the store's settleWait, until head,
+// the entry of its key (of hash h) in pt, is no longer a write in flight.
+func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, head *entry) {
+	var timer *time.Timer
+	for pt.inFlight(h, head) {
+		ch := pt.settled.channel()
+		if !pt.inFlight(h, head) { // settled before the channel was taken
+			pt.settled.done()
+			break
+		}
+		if timer == nil {
+			timer = time.NewTimer(s.settleWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-ch:
+			pt.settled.done()
+		case <-ctx.Done():
+			pt.settled.done()
+			return
+		case <-timer.C:
+			pt.settled.done()
+			return
+		}
+	}
+}
+
+// abandon records that the write of key at version failed: its copies may
+// never confirm it, and readers waiting for it are served its prior.
+func (s *store) abandon(p int, key string, version uint64) {
+	pt := s.lock(p)
+	defer pt.mu.Unlock()
+	for e := pt.load(key); e != nil && e.unconfirmed.Load(); e = e.prior.Load() {
+		if e.version == version {
+			e.abandoned.Store(true)
+			pt.settled.wake()
+			return
+		}
+	}
+}
+
+// visible is the entry a reader is served for e, the entry the index
+// holds: the newest confirmed entry of e's chain of unconfirmed writes
+// (nil when there is none).
+func visible(e *entry) *entry {
+	for e != nil && e.unconfirmed.Load() {
+		prior := e.prior.Load()
+		if !e.unconfirmed.Load() { // confirmed meanwhile: prior may be cleared
+			return e
+		}
+		e = prior
+	}
+	return e
+}
+
+// unconfirmedLocked returns key's entry in pt, whose lock is held, as a
+// copy when this node decided it as a primary and its copies have not
+// confirmed it: an answer that rests on it (an Add's NOT_STORED, a
+// delete's NOT_FOUND on its tombstone) is not the copies' answer yet.
+func (s *store) unconfirmedLocked(pt *partition, key string) (pairCopy, bool) {
+	e := pt.load(key)
+	if e == nil || !e.unconfirmed.Load() {
+		return pairCopy{}, false
+	}
+	return e.pair(), true
+}
+
+// entryLocked returns key's entry in pt, whose lock is held, as a copy,
+// when there is one.
+func (s *store) entryLocked(pt *partition, key string) (pairCopy, bool) {
+	e := pt.load(key)
+	if e == nil {
+		return pairCopy{}, false
+	}
+	return e.pair(), true
+}
+
+// restampLocked decides c, the unconfirmed write of c.key at c.version,
+// again at version: the same write, newer. It reports false when another
+// write of the key has replaced it. pt.mu must be held.
+func (s *store) restampLocked(pt *partition, c pairCopy, version uint64) bool {
+	e := pt.load(c.key)
+	if e == nil || e.version != c.version || !e.unconfirmed.Load() {
+		return false
+	}
+	c.version = version
+	e.abandoned.Store(true) // decided again: readers wait for the new entry
+	s.putDecided(pt, e, c)
+	return true
+}
+
+// confirm records that the copies confirmed the write of key at version.
+func (s *store) confirm(p int, key string, version uint64) {
+	pt := s.lock(p)
+	s.confirmLocked(pt, key, version)
+	pt.mu.Unlock()
+}
+
+// confirmLocked marks the write of key at version confirmed, wherever it
+// is in the key's chain of unconfirmed writes: a newer write decided since
+// may have replaced it in the index, and readers of that one are served
+// this one until the newer is confirmed too. pt.mu must be held.
+func (s *store) confirmLocked(pt *partition, key string, version uint64) {
+	for e := pt.load(key); e != nil && e.unconfirmed.Load(); e = e.prior.Load() {
+		if e.version == version {
+			e.unconfirmed.Store(false)
+			e.prior.Store(nil) // after unconfirmed: see visible
+			pt.settled.wake()
+			return
+		}
+	}
+}
