@@ -439,9 +439,8 @@ func (n *Node) serveBatchRequest(ctx context.Context, req *request) response {
 
 // A batch request's value is [op, key, value, rid, key, value, rid...]
 // (values are nil for reads and deletes, request ids 0 for reads); its ttl
-// and table are the request's own. A
-// batch reply's value is [status, value, message, table] for each key, in
-// the order of the request.
+// and table are the request's own. A batch reply's value is [status,
+// value, message, table] for each key, in the order of the request.
 
 func encodeBatchRequests(op Op, reqs []request) []byte {
 	size := 8
