@@ -93,13 +93,23 @@ func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, head 
 func (s *store) abandon(p int, key string, version uint64) {
 	pt := s.lock(p)
 	defer pt.mu.Unlock()
+	if e := unconfirmedAtLocked(pt, key, version); e != nil {
+		e.abandoned.Store(true)
+		pt.settled.wake()
+	}
+}
+
+// unconfirmedAtLocked returns the unconfirmed write of key at version,
+// wherever it is in the key's chain of unconfirmed writes (a newer write
+// decided since may have replaced it in the index), or nil. pt.mu must be
+// held.
+func unconfirmedAtLocked(pt *partition, key string, version uint64) *entry {
 	for e := pt.load(key); e != nil && e.unconfirmed.Load(); e = e.prior.Load() {
 		if e.version == version {
-			e.abandoned.Store(true)
-			pt.settled.wake()
-			return
+			return e
 		}
 	}
+	return nil
 }
 
 // visible is the entry a reader is served for e, the entry the index
@@ -160,16 +170,13 @@ func (s *store) confirm(p int, key string, version uint64) {
 }
 
 // confirmLocked marks the write of key at version confirmed, wherever it
-// is in the key's chain of unconfirmed writes: a newer write decided since
-// may have replaced it in the index, and readers of that one are served
-// this one until the newer is confirmed too. pt.mu must be held.
+// is in the key's chain of unconfirmed writes: when a newer write has
+// replaced it in the index, readers of that one are served this one until
+// the newer is confirmed too. pt.mu must be held.
 func (s *store) confirmLocked(pt *partition, key string, version uint64) {
-	for e := pt.load(key); e != nil && e.unconfirmed.Load(); e = e.prior.Load() {
-		if e.version == version {
-			e.unconfirmed.Store(false)
-			e.prior.Store(nil) // after unconfirmed: see visible
-			pt.settled.wake()
-			return
-		}
+	if e := unconfirmedAtLocked(pt, key, version); e != nil {
+		e.unconfirmed.Store(false)
+		e.prior.Store(nil) // after unconfirmed: see visible
+		pt.settled.wake()
 	}
 }
