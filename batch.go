@@ -213,8 +213,7 @@ type batchGroup struct {
 
 // runBatch serves op for every item, filling in its reply or error.
 func (n *Node) runBatch(ctx context.Context, op Op, items []*batchItem, ttl int64) {
-	deadline := time.Now().Add(n.cfg.RequestTimeout)
-	backoff := time.Millisecond
+	pace := n.callBackoff(ctx, time.Now())
 	if op != OpGet {
 		for _, it := range items {
 			it.rid = n.requestIDs.id()
@@ -252,28 +251,26 @@ func (n *Node) runBatch(ctx context.Context, op Op, items []*batchItem, ttl int6
 		if len(pending) == 0 {
 			return
 		}
-		if time.Now().Add(backoff).After(deadline) {
+		if full && time.Now().Before(pace.deadline) {
+			continue // the rest of a full reply is asked for at once
+		}
+		switch err := pace.wait(ctx, n.done, n.tableChanged.wait()); {
+		case errors.Is(err, errRetriesSpent):
 			for _, it := range pending {
 				if it.full {
 					it.err = errors.New("the reply had no room for it")
 				}
-				it.err = fmt.Errorf("%w: for key %q: %w", ErrNoMoreServers, it.key, it.err)
+				if !errors.Is(it.err, ErrReplication) { // reached the primary: not "no server"
+					it.err = fmt.Errorf("%w: for key %q: %w", ErrNoMoreServers, it.key, it.err)
+				}
 			}
 			return
-		}
-		if full {
-			continue // the rest of a full reply is asked for at once
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		case err != nil:
 			for _, it := range pending {
-				it.err = ctx.Err()
+				it.err = err
 			}
 			return
-		case <-n.done:
 		}
-		backoff = min(2*backoff, 50*time.Millisecond)
 	}
 }
 
@@ -374,6 +371,11 @@ func (n *Node) settleBatchItem(it *batchItem, r response, from member) {
 		it.err = fmt.Errorf("%s holds table %d", from.addr, r.tver)
 	case statusReplyFull:
 		it.retry, it.full = true, true
+	case statusReplicaFailed:
+		// A copy did not confirm the write: again with its request id,
+		// as routeTo sends a single key's.
+		it.resp, it.err = r.result()
+		it.retry = true
 	default:
 		it.resp, it.err = r.result()
 	}

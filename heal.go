@@ -33,7 +33,7 @@ func (n *Node) handBack(p int) {
 	n.transfers.count.Add(1)
 	n.goBackground(func() {
 		defer n.transfers.count.Add(-1)
-		backoff := 10 * time.Millisecond
+		pace := backoff{pause: 10 * time.Millisecond, longest: time.Second}
 		for range handBackAttempts {
 			err := n.sendHandBack(p, pairs)
 			if err == nil {
@@ -41,12 +41,9 @@ func (n *Node) handBack(p int) {
 				return
 			}
 			n.log.Debug("ghost: hand-back refused; retrying", "partition", p, "err", err)
-			select {
-			case <-time.After(backoff):
-			case <-n.done:
+			if pace.wait(context.Background(), n.done, nil) != nil {
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 		}
 		n.log.Warn("ghost: gave up handing back a partition", "partition", p, "pairs", len(pairs))
 	})

@@ -185,19 +185,16 @@ func (n *Node) catchUp() {
 	}
 	n.goBackground(func() {
 		defer n.catchingUp.Store(false)
-		backoff := 10 * time.Millisecond
+		pace := backoff{pause: 10 * time.Millisecond, longest: time.Second}
 		for {
 			live, _ := n.liveView()
 			got := n.adoptNewest(live)
 			if 2*len(got) > len(live) {
 				break
 			}
-			select {
-			case <-time.After(backoff):
-			case <-n.done:
+			if pace.wait(context.Background(), n.done, nil) != nil {
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 		}
 		n.tableBehind.Store(false)
 		n.noteQuorum()

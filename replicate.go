@@ -137,11 +137,12 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	} else {
 		n.store.abandon(p, req.key, pair.version)
 		resp.status, resp.msg = statusReplicaFailed, err.Error() // NOT_FOUND too: not acknowledged
-		if now := n.table.Load(); !now.isPrimary(p) && req.op != OpAdd {
+		if now := n.table.Load(); !now.isPrimary(p) {
 			// Ownership moved on while the write was being copied: the
-			// caller sends it again to the new primary. A put or delete
-			// decides the same there; an Add might not (its first try may
-			// have reached the new primary), so it fails instead.
+			// caller sends it again, with its request id, to the new
+			// primary, which answers as this try did when a copy of it
+			// reached it, and decides it afresh, to the same outcome,
+			// when none did.
 			resp.status, resp.tver = statusWrongOwner, now.version
 		}
 	}
@@ -172,35 +173,29 @@ func (n *Node) restamp(p int, pair pairCopy) (uint64, *table) {
 // answer, the write is sent again under the next table, as long as this
 // node is still the primary: the next table may have dropped a dead
 // backup or added a member to fill. It gives up after three quarters of
-// RequestTimeout, so that the caller hears back before its own timeout: a
-// crashed backup is replaced within that with FastGossip, so the write
-// succeeds instead of failing with time left on its caller's context.
+// RequestTimeout, so that the caller hears back before its hop times out;
+// the caller then sends the write again with the same request id while
+// its context has time (routeTo), until the table drops the dead copy.
 func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) error {
 	if len(t.owners[p]) == 1 && len(t.pending[p]) == 0 {
 		return nil // no copy to make (Replicas 1, or a node alone)
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout*3/4)
 	defer cancel()
-	backoff := time.Millisecond
+	pace := backoff{pause: time.Millisecond, longest: 50 * time.Millisecond}
 	for {
 		err := n.replicate(ctx, t.copiesOf(p), replica)
 		if err == nil || errors.Is(err, errCopyHoldsNewer) {
 			return err
 		}
-		// Wait for a newer table here (unless one came meanwhile), or for
-		// a copy to fetch ours.
+		// Wait for a newer table (unless one came meanwhile), or for a
+		// copy to fetch ours.
 		changed := n.tableChanged.wait()
-		if n.table.Load() == t {
-			select {
-			case <-changed:
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return err
-			}
+		if n.table.Load() == t && pace.wait(ctx, nil, changed) != nil || ctx.Err() != nil {
+			return err
 		}
-		backoff = min(2*backoff, 50*time.Millisecond)
 		next := n.table.Load()
-		if !next.isPrimary(p) || ctx.Err() != nil {
+		if !next.isPrimary(p) {
 			return err
 		}
 		if next.members[next.self].since != t.members[t.self].since {

@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -57,15 +58,15 @@ func (n *Node) route(ctx context.Context, req *request) (response, error) {
 	return n.routeTo(ctx, n.partitionOf(req.key), req)
 }
 
-// routeTo is route for a checked key of partition p.
+// routeTo is route for a checked key of partition p. It tries again while
+// the table may change under it (callDeadline): a write the primary could
+// not copy goes again with its request id, so it is decided once.
 func (n *Node) routeTo(ctx context.Context, p int, req *request) (response, error) {
 	if n.refuses(req.op) {
 		return response{}, fmt.Errorf("%w: %w", ErrNoMoreServers, ErrNoQuorum)
 	}
 	start := time.Now()
-	deadline := start.Add(n.cfg.RequestTimeout)
-	backoff := time.Millisecond
-	var lastErr error
+	pace := n.callBackoff(ctx, start)
 	for {
 		resp, err, retry, forwarded := n.tryHolders(ctx, p, req)
 		if !retry {
@@ -74,20 +75,16 @@ func (n *Node) routeTo(ctx context.Context, p int, req *request) (response, erro
 			}
 			return resp, err
 		}
-		lastErr = err
-		if time.Now().Add(backoff).After(deadline) {
-			break
+		switch werr := pace.wait(ctx, n.done, n.tableChanged.wait()); {
+		case werr == nil:
+		case !errors.Is(werr, errRetriesSpent):
+			return response{}, werr
+		case errors.Is(err, ErrReplication):
+			return response{}, err // reached the primary: not "no server"
+		default:
+			return response{}, fmt.Errorf("%w: for key %q: %w", ErrNoMoreServers, req.key, err)
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return response{}, ctx.Err()
-		case <-n.done:
-			return response{}, ErrClosed
-		}
-		backoff = min(2*backoff, 50*time.Millisecond)
 	}
-	return response{}, fmt.Errorf("%w: for key %q: %w", ErrNoMoreServers, req.key, lastErr)
 }
 
 // tryHolders makes one attempt at req under the current table: a write
@@ -140,6 +137,13 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		case statusNoQuorum: // cut off: another copy, or a later table, may serve
 			lastErr = fmt.Errorf("%s: %w", m.addr, ErrNoQuorum)
 			continue
+		case statusReplicaFailed:
+			// The primary decided the write, but a copy did not confirm it
+			// (it died, and the table has not dropped it yet): sent again
+			// with the same request id, it is decided once and acknowledged
+			// once the copies, under the next table, have it.
+			_, err := resp.result()
+			return resp, err, true, false
 		}
 		forwarded = m.name != n.self.name
 		resp, err = resp.result()

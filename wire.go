@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,7 +124,7 @@ func (r response) result() (response, error) {
 	case statusTooLarge:
 		return r, fmt.Errorf("%w (said the owner): %s", ErrValueTooLarge, r.msg)
 	case statusReplicaFailed:
-		return r, fmt.Errorf("%w: %s", ErrReplication, r.msg)
+		return r, fmt.Errorf("%w: %s", ErrReplication, strings.TrimPrefix(r.msg, ErrReplication.Error()+": "))
 	case statusTooDeep:
 		return r, fmt.Errorf("%w (said the owner): %s", ErrValueTooDeep, r.msg)
 	case statusBadValue:

@@ -23,6 +23,7 @@ const (
 // slots of every node process.
 type recorder struct {
 	ledger *ledger
+	shared sharedLog
 	mu     sync.Mutex
 	slots  []slot
 	bad    []string // reports the ledger refused: a bug in the suite
@@ -39,6 +40,10 @@ func (r *recorder) report(h *host, m message) {
 		err = r.ledger.begin(m.Ref, m.Key, m.Kind, m.Value, m.TTL, m.At)
 	case msgEnd:
 		err = r.ledger.end(m.Ref, m.Result, m.At)
+	case msgSharedBegin:
+		err = r.shared.begin(m)
+	case msgSharedEnd:
+		err = r.shared.end(m)
 	case msgSlot:
 		if m.Slot != nil {
 			r.mu.Lock()
@@ -312,10 +317,13 @@ func (c *cluster) stopLoad(ctx context.Context) error {
 	return nil
 }
 
-// readBack reads every key of the ledger on every running host, in
-// parallel.
+// readBack reads every key of the ledger, and the shared keys, on every
+// running host, in parallel.
 func (c *cluster) readBack(ctx context.Context) (map[string]map[string]readResult, error) {
 	keys := c.rec.ledger.keys()
+	for i := range c.s.opts.shared {
+		keys = append(keys, sharedKey(i))
+	}
 	hosts := c.running()
 	out := make(map[string]map[string]readResult, len(hosts))
 	errs := make([]error, len(hosts))

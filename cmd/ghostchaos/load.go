@@ -44,6 +44,9 @@ func startLoad(node *ghost.Node, cfg nodeConfig, spec loadSpec, out *reporter) *
 	for r := range spec.Readers {
 		l.wg.Go(func() { l.reader(r) })
 	}
+	if spec.Shared > 0 {
+		l.wg.Go(l.sharedClient)
+	}
 	l.wg.Go(l.reportSlots)
 	return l
 }

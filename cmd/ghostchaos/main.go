@@ -13,7 +13,9 @@
 // only read), a third warm (written until the fault is healed), a third
 // hot (written all along), so that what a fault did is not overwritten
 // before the end. Every write is reported to the suite before and after
-// its call. All
+// its call. Beside them, a shared client on every host calls a few keys
+// that every host writes; their history is checked for linearizability
+// (shared.go). All
 // traffic stays in the namespaces the suite made, and the suite refuses any
 // address that is not one of its hosts.
 //
@@ -82,6 +84,7 @@ type options struct {
 	writers    int
 	keys       int
 	readers    int
+	shared     int
 	writeEvery time.Duration
 	readEvery  time.Duration
 	impair     impairment
@@ -196,6 +199,7 @@ func parseFlags(args []string, stderr io.Writer) (o options, cleanup, force, lis
 	fs.IntVar(&o.writers, "writers", 2, "writers per host")
 	fs.IntVar(&o.keys, "keys", 99, "keys per writer: a third each cold, warm and hot")
 	fs.IntVar(&o.readers, "readers", 2, "readers per host")
+	fs.IntVar(&o.shared, "shared", 8, "keys that every host's shared client writes and reads, checked for linearizability (0: none)")
 	fs.DurationVar(&o.writeEvery, "write-every", 20*time.Millisecond, "pace of each writer")
 	fs.DurationVar(&o.readEvery, "read-every", 10*time.Millisecond, "pace of each reader")
 	fs.Float64Var(&o.impair.lossPct, "loss", 5, "lossy: packet loss each way, percent")

@@ -58,16 +58,23 @@ type loadSpec struct {
 	TTLShare int           `json:"ttl_share,omitempty"`
 	TTLMin   time.Duration `json:"ttl_min,omitempty"`
 	TTLMax   time.Duration `json:"ttl_max,omitempty"`
+	// Shared keys (shared.go) that this host's shared client calls, one
+	// call every SharedEvery; none when 0.
+	Shared      int           `json:"shared,omitempty"`
+	SharedEvery time.Duration `json:"shared_every,omitempty"`
 }
 
 // Report and reply types, in message.T.
 const (
-	msgReady  = "ready"
-	msgBegin  = "b"     // a write is about to be sent
-	msgEnd    = "e"     // a write returned
-	msgSlot   = "s"     // a latency summary
-	msgReply  = "reply" // the reply to a command
-	msgFailed = "fatal" // the node process cannot go on
+	msgReady = "ready"
+	msgBegin = "b" // a write is about to be sent
+	msgEnd   = "e" // a write returned
+	// A shared key's call (shared.go) is about to be sent, and returned.
+	msgSharedBegin = "xb"
+	msgSharedEnd   = "xe"
+	msgSlot        = "s"     // a latency summary
+	msgReply       = "reply" // the reply to a command
+	msgFailed      = "fatal" // the node process cannot go on
 )
 
 // message is one line a node process writes. Which fields are set depends

@@ -35,10 +35,13 @@ type result struct {
 	FirstError string       `json:"first_error,omitempty"`
 	Checked    bool         `json:"checked"` // the final reads were made
 	Check      checkResult  `json:"check"`
-	Detect     *float64     `json:"detect_s,omitempty"`   // fault → the others agree on the new membership
-	Converge   *float64     `json:"converge_s,omitempty"` // heal → every node lists every member
-	Safe       *float64     `json:"safe_s,omitempty"`     // heal → every node reports Safe
-	SafeKnown  bool         `json:"safe_known"`           // the nodes have Node.Safe
+	// Shared: the check of the shared keys' histories (shared.go); nil
+	// when there were none.
+	Shared    *sharedVerdict `json:"shared,omitempty"`
+	Detect    *float64       `json:"detect_s,omitempty"`   // fault → the others agree on the new membership
+	Converge  *float64       `json:"converge_s,omitempty"` // heal → every node lists every member
+	Safe      *float64       `json:"safe_s,omitempty"`     // heal → every node reports Safe
+	SafeKnown bool           `json:"safe_known"`           // the nodes have Node.Safe
 	// Unsettled: the nodes did not all list every member and report Safe
 	// within SettleBound of the heal (or the suite's patience): never,
 	// as far as the run could tell.
@@ -96,7 +99,8 @@ func (r *result) summarise(rec *recorder, ph phases) {
 		r.FailFrom, r.FailTo = &from, &to
 	}
 	r.Pass = r.Err == "" && r.Checked && len(r.BadReports) == 0 &&
-		r.Check.Lost == 0 && r.Check.Stale == 0 && r.Check.Unreadable == 0
+		r.Check.Lost == 0 && r.Check.Stale == 0 && r.Check.Unreadable == 0 &&
+		(r.Shared == nil || r.Shared.Linearizable)
 }
 
 // phaseOf is the phase a moment falls in.
@@ -132,6 +136,9 @@ func (r *result) verdict() string {
 	if r.Check.Unreadable > 0 {
 		why = append(why, "unreadable")
 	}
+	if r.Shared != nil && !r.Shared.Linearizable {
+		why = append(why, "not linearizable")
+	}
 	if len(r.BadReports) > 0 {
 		why = append(why, "bad reports")
 	}
@@ -144,8 +151,8 @@ func (r *result) verdict() string {
 // writeTable writes the results as a Markdown table, then the details of
 // each scenario that has any.
 func writeTable(w io.Writer, results []*result) {
-	fmt.Fprintln(w, "| scenario | ops | acked writes | lost | stale | failed calls | failures (s from fault) | detect | converge | Safe | p50/p99 ms before | during | after | result |")
-	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+	fmt.Fprintln(w, "| scenario | ops | acked writes | lost | stale | linearizable | failed calls | failures (s from fault) | detect | converge | Safe | p50/p99 ms before | during | after | result |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 	for _, r := range results {
 		window := "-"
 		if r.FailFrom != nil {
@@ -162,8 +169,8 @@ func writeTable(w io.Writer, results []*result) {
 		if r.Checked {
 			lost, stale = fmt.Sprint(r.Check.Lost), fmt.Sprint(r.Check.Stale)
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.Name, r.Ops, r.Writes.Acked, lost, stale, r.Failed, window,
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Name, r.Ops, r.Writes.Acked, lost, stale, r.Shared.cell(), r.Failed, window,
 			seconds(r.Detect), seconds(r.Converge), safe,
 			r.Before.latencies(), r.During.latencies(), r.After.latencies(), r.verdict())
 	}
@@ -215,6 +222,12 @@ func writeTable(w io.Writer, results []*result) {
 		}
 		if r.FirstError != "" {
 			lines = append(lines, "first failed call: "+r.FirstError)
+		}
+		if r.Shared != nil && !r.Shared.Linearizable {
+			lines = append(lines, fmt.Sprintf("shared keys: %s; report in %s", r.Shared.Result, r.Shared.Report))
+			for _, l := range strings.Split(strings.TrimSpace(r.Shared.Excerpt), "\n") {
+				lines = append(lines, "  "+l)
+			}
 		}
 		lines = append(lines, r.Check.Examples...)
 		lines = append(lines, r.BadReports...)

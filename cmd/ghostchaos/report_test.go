@@ -72,6 +72,9 @@ func TestVerdict(t *testing.T) {
 		{"never Safe", result{Checked: true, Unsettled: true, Err: "after healing: not Safe", Check: checkResult{Unreadable: 3}}, nil, "FAIL: not settled, unreadable"},
 		{"came back", result{Checked: true, Check: checkResult{Stale: 2, Resurrected: 1, ExpiredBack: 1}}, nil, "FAIL: stale"},
 		{"evicted is no loss", result{Checked: true, Check: checkResult{Evicted: 40, Expired: 100}}, nil, "PASS"},
+		{"linearizable", result{Checked: true, Shared: &sharedVerdict{Linearizable: true}}, nil, "PASS"},
+		{"not linearizable", result{Checked: true, Shared: &sharedVerdict{Excerpt: "client 1 ..."}}, nil, "FAIL: not linearizable"},
+		{"undecided", result{Checked: true, Shared: &sharedVerdict{}}, nil, "FAIL: not linearizable"},
 	} {
 		r := c.r
 		rec := newRecorder()
@@ -90,7 +93,7 @@ func TestWriteTable(t *testing.T) {
 			FailFrom: &from, FailTo: &to, Detect: &detect, Converge: &conv, Checked: true,
 			Check:  checkResult{Lost: 63, Resurrected: 0, Examples: []string{"h1-w0-21 on host1: lost"}},
 			Before: phaseStats{Ops: 1, P50: 0.2, P99: 1.1}, During: phaseStats{Ops: 1, P50: 0.17, P99: 136},
-			Notes: []string{"a note"}},
+			Notes: []string{"a note"}, Shared: &sharedVerdict{Calls: 420, Linearizable: true}},
 		{Name: "lossy", Checked: true, SafeKnown: true, Safe: &conv, Pass: true},
 		{Name: "split", Err: "forming the cluster: members did not converge"},
 	}
@@ -98,10 +101,10 @@ func TestWriteTable(t *testing.T) {
 	writeTable(&b, results)
 	out := b.String()
 	for _, want := range []string{
-		"| scenario | ops | acked writes | lost | stale | failed calls |",
-		"| kill | 10804 | 3598 | 63 | 0 | 7 | -0.1 … +3.1 | 1.0s | 0.2s | n/a | 0.20/1.1 | 0.17/136 | - | FAIL: lost |",
-		"| lossy | 0 | 0 | 0 | 0 | 0 | - | - | - | 0.2s | - | - | - | PASS |",
-		"| split | 0 | 0 | - | - | 0 | - | - | - | n/a | - | - | - | FAIL: error |",
+		"| scenario | ops | acked writes | lost | stale | linearizable | failed calls |",
+		"| kill | 10804 | 3598 | 63 | 0 | yes (420 calls) | 7 | -0.1 … +3.1 | 1.0s | 0.2s | n/a | 0.20/1.1 | 0.17/136 | - | FAIL: lost |",
+		"| lossy | 0 | 0 | 0 | 0 | - | 0 | - | - | - | 0.2s | - | - | - | PASS |",
+		"| split | 0 | 0 | - | - | - | 0 | - | - | - | n/a | - | - | - | FAIL: error |",
 		"  - a note\n", "  - h1-w0-21 on host1: lost\n",
 		"  - error: forming the cluster: members did not converge\n",
 	} {
@@ -129,7 +132,7 @@ func TestWriteTableWidened(t *testing.T) {
 	writeTable(&b, results)
 	out := b.String()
 	for _, want := range []string{
-		"| majority | 0 | 0 | 0 | 0 | 0 | - | - | 0.1s | never | - | - | - | FAIL: not settled, unreadable |",
+		"| majority | 0 | 0 | 0 | 0 | - | 0 | - | - | 0.1s | never | - | - | - | FAIL: not settled, unreadable |",
 		"  - not every node listed every member and reported Safe within 30s of the heal\n",
 		"  - nodes: -replicas 4\n",
 		"  - 6 of the stale keys were deleted and came back\n",

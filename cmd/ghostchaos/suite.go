@@ -65,6 +65,7 @@ func (s *suite) loadSpec(sc scenario, h *host, fresh bool) loadSpec {
 	}
 	if h.num <= o.hosts {
 		spec.Writers = o.writers
+		spec.Shared, spec.SharedEvery = o.shared, o.writeEvery
 	}
 	return spec
 }
@@ -209,6 +210,7 @@ func (c *cluster) verify(ctx context.Context, res *result) error {
 	}
 	res.Check = c.rec.ledger.check(reads)
 	res.Checked = true
+	res.Shared = c.checkShared(reads)
 	if err := c.converged(ctx, c.running(), c.want); err != nil {
 		return fmt.Errorf("members diverged by the end: %w", err)
 	}
