@@ -286,6 +286,9 @@ func (n *Node) groupBatch(t *table, op Op, items []*batchItem) []batchGroup {
 		for i, m := range t.members {
 			suspect[i] = i != t.self && n.peers.get(m.addr).suspect()
 		}
+		if t.self >= 0 {
+			suspect[t.self] = !n.servesOwnReads() // its lease lapsed: another copy serves
+		}
 	}
 	for _, it := range items {
 		it.retry, it.full, it.owned = false, false, false
@@ -371,6 +374,11 @@ func (n *Node) settleBatchItem(it *batchItem, r response, from member) {
 		it.err = fmt.Errorf("%s holds table %d", from.addr, r.tver)
 	case statusReplyFull:
 		it.retry, it.full = true, true
+	case statusNoQuorum:
+		// The member cut off, or its read lease lapsed: another copy, or
+		// a later try, may serve.
+		it.resp, it.err = r.result()
+		it.retry = true
 	case statusReplicaFailed:
 		// A copy did not confirm the write: again with its request id,
 		// as routeTo sends a single key's.

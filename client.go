@@ -306,7 +306,7 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 		lastUsed: time.Now().UnixNano(),
 	}
 	c.enc = msgpack.NewEncoder(&c.queue.out)
-	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize) })
+	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize, n.frameBudget) })
 	n.goBackground(c.reap)
 	return c, nil
 }
@@ -388,8 +388,10 @@ func (c *clientConn) reap() {
 	}
 }
 
-func (c *clientConn) readLoop(maxFrame int) {
+func (c *clientConn) readLoop(maxFrame int, budget *frameBudget) {
 	frames := newFrameReader(c.conn, bufio.NewReaderSize(c.conn, 32<<10), maxFrame, 0)
+	frames.budget = budget
+	defer frames.close()
 	for {
 		dec, err := frames.next()
 		var resp response

@@ -231,10 +231,12 @@ type Config struct {
 	// copies it holds, however old they grow: the far side may have
 	// failed its partitions over and taken writes since. It refuses writes
 	// either way. Without it, such a node refuses reads and writes with
-	// ErrNoQuorum once gossip has told it the majority is gone (the failure detection time: about a second
-	// with FastGossip, 5 to 25 with memberlist's LAN defaults), so its
-	// callers get an error they can retry elsewhere instead of stale
-	// values. Default false.
+	// ErrNoQuorum once gossip has told it the majority is gone, and
+	// before that it stops serving reads from its own copies when its read
+	// lease lapses: a majority has not answered its pings for a lease term
+	// (four gossip probe intervals), which is before the majority can
+	// drop it. Its callers get an error they can retry elsewhere, never a
+	// stale value. Default false.
 	StaleReads bool
 
 	// Clock, when set, is the node's wall clock, in place of time.Now: the

@@ -116,6 +116,10 @@ func (n *Node) coordinate(st *coordinatorState) {
 		return
 	}
 	st.noQuorum = false
+	if n.heldBack(cur, live) {
+		n.pushTable()
+		return // the next step plans again, once the gone member's lease is over
+	}
 	next := n.nextTable(cur, live, leaving, st.readies)
 	if !next.sameLayout(cur) {
 		// Before a change goes out, the members of the table are asked
@@ -503,6 +507,7 @@ func (n *Node) applyTable(t *table) bool {
 	n.tableMu.Unlock()
 	n.noteQuorum()
 	n.tableChanged.signal()
+	n.kickLease() // new members: ask them at once
 	n.startTransfers()
 	return true
 }

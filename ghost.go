@@ -160,12 +160,14 @@ type Node struct {
 	transfers    transferSet
 	receiving    receiveState
 	leaving      atomic.Bool
-	forceQuorum  atomic.Bool // the next table change needs no majority (quorum.go)
-	requestIDs   requestIDs  // for the writes this node's callers make (dedupe.go)
-	decided      []decided   // per partition, the writes decided lately; under the partition's lock
-	cutOff       atomic.Bool // this node sees no majority of its table, or has not caught up since (quorum.go)
-	tableBehind  atomic.Bool // cut off since it last fetched the majority's tables
-	catchingUp   atomic.Bool // catchUp is running
+	forceQuorum  atomic.Bool  // the next table change needs no majority (quorum.go)
+	requestIDs   requestIDs   // for the writes this node's callers make (dedupe.go)
+	decided      []decided    // per partition, the writes decided lately; under the partition's lock
+	cutOff       atomic.Bool  // this node sees no majority of its table, or has not caught up since (quorum.go)
+	lease        leaseState   // may it serve reads from its own copies (lease.go)
+	frameBudget  *frameBudget // room for large frames, over every connection (wire.go)
+	tableBehind  atomic.Bool  // cut off since it last fetched the majority's tables
+	catchingUp   atomic.Bool  // catchUp is running
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes
@@ -173,8 +175,9 @@ type Node struct {
 	// we cannot take, so reading them races.
 	gossipMu    sync.Mutex
 	gossipPeers map[string]peer
-	peerCount   atomic.Int32  // len(gossipPeers), read without the lock
-	probeWait   time.Duration // how long a member gossip calls gone gets to answer us (membership.go)
+	goneAt      map[string]time.Time // when each peer left gossipPeers, for heldBack (lease.go)
+	peerCount   atomic.Int32         // len(gossipPeers), read without the lock
+	probeWait   time.Duration        // how long a member gossip calls gone gets to answer us (membership.go)
 
 	closed atomic.Bool
 	done   chan struct{} // closed when the node shuts down
@@ -218,10 +221,13 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		pushes:       pushState{acked: map[string]uint64{}, inflight: map[string]bool{}},
 		receiving:    receiveState{sessions: map[int]*receiveSession{}},
 		gossipPeers:  make(map[string]peer),
+		goneAt:       make(map[string]time.Time),
+		frameBudget:  frameBudgetFor(cfg.MaxFrameSize),
 		done:         make(chan struct{}),
 	}
 	n.transfers.init()
 	n.requestIDs.init()
+	n.lease.init()
 	n.decided = make([]decided, cfg.PartitionCount)
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
 	n.store.settleWait = cfg.RequestTimeout
@@ -253,6 +259,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.goBackground(n.tableLoop)
+	n.goBackground(n.leaseLoop)
 	n.goBackground(n.evictionLoop)
 	n.joinSeeds(ctx, seeds)
 	n.awaitTable(ctx)

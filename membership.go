@@ -39,6 +39,7 @@ func (n *Node) peerUp(m *memberlist.Node) {
 	if vok && ok && v == n.cfg.protocolVersion {
 		addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
 		n.gossipPeers[m.Name] = peer{member: member{name: m.Name, addr: addr, start: start}, leaving: leaving}
+		delete(n.goneAt, m.Name)
 	} else {
 		delete(n.gossipPeers, m.Name)
 	}
@@ -50,6 +51,9 @@ func (n *Node) peerUp(m *memberlist.Node) {
 // peerDown forgets a peer that left or died, and schedules a table update.
 func (n *Node) peerDown(m *memberlist.Node) {
 	n.gossipMu.Lock()
+	if _, ok := n.gossipPeers[m.Name]; ok {
+		n.goneAt[m.Name] = time.Now()
+	}
 	delete(n.gossipPeers, m.Name)
 	n.peerCount.Store(int32(len(n.gossipPeers)))
 	n.gossipMu.Unlock()

@@ -108,7 +108,7 @@ func (w *watchdog) stats() WatchdogStats {
 }
 
 // snitchStats reads the Go runtime and the process, and what s holds.
-func snitchStats(s *store) SnitchStats {
+func snitchStats(s *store, frames *frameBudget) SnitchStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	var ru syscall.Rusage
@@ -133,12 +133,14 @@ func snitchStats(s *store) SnitchStats {
 		Keys:         s.len(),
 		Bytes:        s.size(),
 		Tombstones:   s.tombstones(),
+		FrameBytes:   frames.bytes.Load(),
+		FrameWaits:   frames.waits.Load(),
 	}
 }
 
 // snitchSample is a snitch sample taken now.
-func snitchSample(now time.Time, s *store) Sample {
-	st := snitchStats(s)
+func snitchSample(now time.Time, s *store, frames *frameBudget) Sample {
+	st := snitchStats(s, frames)
 	return Sample{Time: now, Snitch: &st}
 }
 
@@ -148,7 +150,7 @@ func snitchSample(now time.Time, s *store) Sample {
 func (n *Node) localSamples(op Op) []Sample {
 	now := time.Now()
 	if op == OpSnitchMetrics {
-		return n.snitchHist.withLive(snitchSample(now, n.store))
+		return n.snitchHist.withLive(snitchSample(now, n.store, n.frameBudget))
 	}
 	return n.watchdogHist.withLive(n.watchdogSample(now))
 }
@@ -235,7 +237,7 @@ func (n *Node) metricsLoop() {
 	for {
 		select {
 		case now := <-snitch.C:
-			n.snitchHist.add(snitchSample(now, n.store))
+			n.snitchHist.add(snitchSample(now, n.store, n.frameBudget))
 		case now := <-watchdog.C:
 			n.watchdogHist.add(n.watchdogSample(now))
 		case <-n.done:

@@ -125,6 +125,16 @@ func (t *table) holds(p int) bool {
 	return t.self >= 0 && (slices.Contains(t.owners[p], t.self) || slices.Contains(t.pending[p], t.self))
 }
 
+// holdsAny reports whether member i keeps a copy of any partition.
+func (t *table) holdsAny(i int) bool {
+	for p := range t.owners {
+		if slices.Contains(t.owners[p], i) || slices.Contains(t.pending[p], i) {
+			return true
+		}
+	}
+	return false
+}
+
 // inSync reports whether this node holds an in-sync copy of p.
 func (t *table) inSync(p int) bool { return t.self >= 0 && slices.Contains(t.owners[p], t.self) }
 

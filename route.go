@@ -30,7 +30,7 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 	}
 	h := hashKey(key)
 	p := n.partitionOfHash(h)
-	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) && !n.refuses(OpGet) {
+	if t := n.table.Load(); t.isPrimary(p) && (t.version != 0 || n.peerCount.Load() == 0) && !n.refuses(OpGet) && n.servesOwnReads() {
 		start := timeLocalRead()
 		v, ok := n.readLocal(ctx, p, h, key)
 		n.latency.observe(OpGet, false, start)

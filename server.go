@@ -40,6 +40,8 @@ func (n *Node) serveCache(conn net.Conn) {
 	}
 
 	frames := newFrameReader(conn, br, n.cfg.MaxFrameSize, n.cfg.IdleTimeout)
+	frames.budget = n.frameBudget
+	defer frames.close()
 	w := &replyWriter{conn: conn}
 	w.enc = msgpack.NewEncoder(&w.queue.out)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -189,7 +191,7 @@ func (n *Node) serveGet(ctx context.Context, req *request) response {
 		// asks another copy.
 		return n.refuse(req, t, "a read")
 	}
-	if n.refuses(OpGet) {
+	if n.refuses(OpGet) || !n.awaitLease(ctx) {
 		return response{id: req.id, status: statusNoQuorum, tver: t.version}
 	}
 	resp := response{id: req.id, tver: t.version}

@@ -127,6 +127,13 @@ type SnitchStats struct {
 	// Tombstones is the tombstones of deleted keys held by this node; they
 	// count toward MaxKeys and MaxBytes.
 	Tombstones int64
+	// FrameBytes is the bytes held by messages larger than a connection's
+	// 32 KiB read buffer, over every connection of this node, both ways;
+	// at most 64 MiB, or eight of MaxFrameSize when that is more.
+	FrameBytes int64
+	// FrameWaits counts large messages that waited for room under that
+	// bound.
+	FrameWaits int64
 }
 
 // figure is one field of S (WatchdogStats or SnitchStats) under every
@@ -220,6 +227,8 @@ func snitchFigures() []figure[SnitchStats] {
 		fig("Keys", func(s *st) *int64 { return &s.Keys }, "ghost_pairs", g, "Pairs held by this node, expired ones not yet crawled included."),
 		fig("Bytes", func(s *st) *int64 { return &s.Bytes }, "ghost_pair_bytes", g, "Bytes of the keys and encoded values held by this node."),
 		fig("Tombstones", func(s *st) *int64 { return &s.Tombstones }, "ghost_tombstones", g, "Tombstones of deleted keys held by this node; they count toward MaxKeys and MaxBytes."),
+		fig("FrameBytes", func(s *st) *int64 { return &s.FrameBytes }, "ghost_frame_bytes", g, "Bytes held by messages larger than a connection's read buffer, over every connection of this node."),
+		fig("FrameWaits", func(s *st) *int64 { return &s.FrameWaits }, "ghost_frame_waits_total", c, "Large messages that waited for room under the bound on their bytes."),
 	}
 }
 

@@ -2,6 +2,7 @@ package ghost
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,9 +11,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sync/semaphore"
 )
 
 // The cache protocol's messages and their codecs: requests, responses,
@@ -299,12 +302,14 @@ func decodeResponse(r *msgReader, resp *response) error {
 // dropped with it, so a connection that once carried a large frame holds no
 // more memory than any other. Decoders copy what they keep.
 type frameReader struct {
-	conn  readDeadliner
-	br    *bufio.Reader
-	max   int
-	idle  time.Duration // how long to wait for a frame to begin; 0 for ever
-	timed bool          // a read deadline is set
-	body  msgReader
+	conn   readDeadliner
+	br     *bufio.Reader
+	max    int
+	idle   time.Duration // how long to wait for a frame to begin; 0 for ever
+	timed  bool          // a read deadline is set
+	body   msgReader
+	budget *frameBudget // the room for large frames the node's connections share; nil: no bound
+	held   int64        // bytes of the budget the last frame holds
 }
 
 type readDeadliner interface{ SetReadDeadline(time.Time) error }
@@ -321,6 +326,7 @@ func (f *frameReader) next() (*msgReader, error) {
 	// into a buffer of its own must not stay pinned while the connection
 	// idles (500 idle connections after one 512 KiB Put each held 270 MiB).
 	f.body.reset(nil)
+	f.release()
 	if f.br.Buffered() == 0 {
 		f.deadline(f.idle)
 	}
@@ -350,14 +356,81 @@ func (f *frameReader) next() (*msgReader, error) {
 			_, _ = f.br.Discard(size)
 		}
 	} else {
+		// Room for it first: a peer that announces a large frame and
+		// sends it slowly must not make the node allocate it at once, on
+		// every connection it opens.
+		if err := f.budget.acquire(int64(size)); err != nil {
+			return nil, err
+		}
+		f.held = int64(size)
 		body = make([]byte, size)
 		_, err = io.ReadFull(f.br, body)
 	}
 	if err != nil {
+		f.release()
 		return nil, err
 	}
 	f.body.reset(body)
 	return &f.body, nil
+}
+
+// release gives back the room the last frame held.
+func (f *frameReader) release() {
+	if f.held > 0 {
+		f.budget.release(f.held)
+		f.held = 0
+	}
+}
+
+// close releases what the reader holds, once its connection is done.
+func (f *frameReader) close() {
+	f.body.reset(nil)
+	f.release()
+}
+
+// frameBudget bounds the memory that frames larger than a connection's
+// read buffer hold at once, over every connection of a node: each such
+// frame takes room before its buffer is allocated, and gives it back when
+// the next frame is read (or the connection ends). A frame that finds no
+// room waits for it up to ioTimeout, then fails its connection. Frames
+// that fit the read buffer (the 32 KiB every connection has) take none.
+type frameBudget struct {
+	sem   *semaphore.Weighted // nil: no bound
+	size  int64
+	bytes atomic.Int64 // held now
+	waits atomic.Int64 // frames that found no room at once
+}
+
+// frameBudgetFor is the budget of a node whose largest frame is maxFrame:
+// 64 MiB, or eight of the largest frames when that is more.
+func frameBudgetFor(maxFrame int) *frameBudget {
+	size := max(64<<20, 8*int64(maxFrame))
+	return &frameBudget{sem: semaphore.NewWeighted(size), size: size}
+}
+
+func (b *frameBudget) acquire(n int64) error {
+	if b == nil {
+		return nil
+	}
+	if !b.sem.TryAcquire(n) {
+		b.waits.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		err := b.sem.Acquire(ctx, n)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("no room for a frame of %d bytes: the node's %d bytes for large frames are in use", n, b.size)
+		}
+	}
+	b.bytes.Add(n)
+	return nil
+}
+
+func (b *frameBudget) release(n int64) {
+	if b == nil {
+		return
+	}
+	b.bytes.Add(-n)
+	b.sem.Release(n)
 }
 
 // deadline sets the read deadline d from now, or clears it for d 0. Every

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sync/semaphore"
 )
 
 // frameOf puts body in a frame.
@@ -262,5 +264,54 @@ func TestSamplesWireFormat(t *testing.T) {
 	}
 	if s := got[0].Snitch; s.Keys != 5 || s.Bytes != 60 || s.Alloc != 1<<40 || s.Goroutines != 0 {
 		t.Errorf("snitch %+v", *s)
+	}
+}
+
+// Frames larger than the read buffer take room from the node's budget
+// while they are held, and give it back at the next frame or when the
+// reader closes; a frame that finds no room waits for it.
+func TestFrameBudget(t *testing.T) {
+	frame := func(size int) []byte {
+		b := make([]byte, 4+size)
+		binary.BigEndian.PutUint32(b, uint32(size))
+		return b
+	}
+	budget := &frameBudget{sem: semaphore.NewWeighted(100), size: 100}
+	stream := append(append(frame(80), frame(8)...), frame(60)...)
+	a := newFrameReader(noDeadline{}, bufio.NewReaderSize(bytes.NewReader(stream), 16), 1000, 0)
+	a.budget = budget
+	if _, err := a.next(); err != nil {
+		t.Fatal(err)
+	}
+	if got := budget.bytes.Load(); got != 80 {
+		t.Fatalf("held %d bytes after an 80-byte frame, want 80", got)
+	}
+	// Another connection's 60-byte frame waits for the room.
+	b := newFrameReader(noDeadline{}, bufio.NewReaderSize(bytes.NewReader(frame(60)), 16), 1000, 0)
+	b.budget = budget
+	got := make(chan error, 1)
+	go func() {
+		_, err := b.next()
+		got <- err
+	}()
+	waitFor(t, 10*time.Second, func() error {
+		if budget.waits.Load() != 1 {
+			return errors.New("the second frame did not wait")
+		}
+		return nil
+	})
+	if _, err := a.next(); err != nil { // 8 bytes: fits the buffer, takes nothing
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the waiting frame: %v", err)
+	}
+	if held := budget.bytes.Load(); held != 60 {
+		t.Errorf("held %d bytes, want the waiting frame's 60", held)
+	}
+	b.close()
+	a.close()
+	if held := budget.bytes.Load(); held != 0 {
+		t.Errorf("held %d bytes after both readers closed", held)
 	}
 }
