@@ -33,7 +33,7 @@ type leaseState struct {
 	// it resumes, before the ticker has run.
 	expires atomic.Int64
 	base    time.Time
-	lapsed  atomic.Bool // as last logged
+	lapsed  atomic.Bool     // as last logged
 	renewed broadcastSignal // the end moved
 	kick    chan struct{}   // a ping round is wanted now (a read found the lease lapsed, the table changed)
 

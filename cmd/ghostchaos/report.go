@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,16 +27,18 @@ type phaseStats struct {
 
 // result is what one scenario showed.
 type result struct {
-	Name       string       `json:"name"`
-	About      string       `json:"about"`
-	Ops        int64        `json:"ops"` // calls, reads and writes, of the whole scenario
-	Writes     ledgerCounts `json:"writes"`
-	Failed     int64        `json:"failed_calls"`
-	FailFrom   *float64     `json:"failed_from_s,omitempty"` // first and last failed call, seconds from the start of the fault
-	FailTo     *float64     `json:"failed_to_s,omitempty"`
-	FirstError string       `json:"first_error,omitempty"`
-	Checked    bool         `json:"checked"` // the final reads were made
-	Check      checkResult  `json:"check"`
+	Name   string       `json:"name"`
+	About  string       `json:"about"`
+	Ops    int64        `json:"ops"` // calls, reads and writes, of the whole scenario
+	Writes ledgerCounts `json:"writes"`
+	Failed int64        `json:"failed_calls"`
+	// FailedBy counts the failed calls by the host that made them.
+	FailedBy   map[string]int64 `json:"failed_by_host,omitempty"`
+	FailFrom   *float64         `json:"failed_from_s,omitempty"` // first and last failed call, seconds from the start of the fault
+	FailTo     *float64         `json:"failed_to_s,omitempty"`
+	FirstError string           `json:"first_error,omitempty"`
+	Checked    bool             `json:"checked"` // the final reads were made
+	Check      checkResult      `json:"check"`
 	// Shared: the check of the shared keys' histories (shared.go); nil
 	// when there were none.
 	Shared    *sharedVerdict `json:"shared,omitempty"`
@@ -80,6 +84,12 @@ func (r *result) summarise(rec *recorder, ph phases) {
 		_ = p.hist.AddSparse(s.Hist) // node processes send Sparse's output
 		r.Ops += s.Ops
 		r.Failed += s.Failed
+		if s.Failed > 0 {
+			if r.FailedBy == nil {
+				r.FailedBy = map[string]int64{}
+			}
+			r.FailedBy[fmt.Sprintf("host%d", s.Host)] += s.Failed
+		}
 		if s.Failed > 0 {
 			if firstFail == 0 || s.FirstFail < firstFail {
 				firstFail, r.FirstError = s.FirstFail, s.FirstErr
@@ -222,6 +232,11 @@ func writeTable(w io.Writer, results []*result) {
 		}
 		if r.FirstError != "" {
 			lines = append(lines, "first failed call: "+r.FirstError)
+			var by []string
+			for _, h := range slices.Sorted(maps.Keys(r.FailedBy)) {
+				by = append(by, fmt.Sprintf("%s %d", h, r.FailedBy[h]))
+			}
+			lines = append(lines, "failed calls by the host that made them: "+strings.Join(by, ", "))
 		}
 		if r.Shared != nil && !r.Shared.Linearizable {
 			lines = append(lines, fmt.Sprintf("shared keys: %s; report in %s", r.Shared.Result, r.Shared.Report))

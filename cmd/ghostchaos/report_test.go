@@ -38,8 +38,8 @@ func TestSummarise(t *testing.T) {
 	mustOK(t, rec.ledger.end(opRef{1, 1}, outcomeOK, 0))
 	r := &result{Name: "kill", Checked: true}
 	r.summarise(rec, ph)
-	if r.Ops != 350 || r.Failed != 5 || r.Writes.Acked != 1 {
-		t.Errorf("ops %d, failed %d, acked %d", r.Ops, r.Failed, r.Writes.Acked)
+	if r.Ops != 350 || r.Failed != 5 || r.Writes.Acked != 1 || r.FailedBy["host0"] != 5 {
+		t.Errorf("ops %d, failed %d (by host %v), acked %d", r.Ops, r.Failed, r.FailedBy, r.Writes.Acked)
 	}
 	if r.Before.Ops != 100 || r.During.Ops != 150 || r.After.Ops != 100 || r.During.Failed != 5 {
 		t.Errorf("phases: before %+v, during %+v, after %+v", r.Before, r.During, r.After)
