@@ -62,9 +62,12 @@ func (n *Node) serveCache(conn net.Conn) {
 			}
 			return
 		}
-		if mayWait(&req) {
-			// A write waits for its copies: it must not hold up the
-			// requests behind it on this connection.
+		if mayWait(&req) || req.op == OpGet && n.readMayWait(req.key) {
+			// A write waits for its copies, a read for a write in flight
+			// or for the lease: it must not hold up the requests behind
+			// it on this connection. Among them may be the copy that
+			// settles what it waits for: two nodes each waiting in line
+			// for the other stalled until settleWait ran out.
 			waiting.Add(1)
 			n.goBackground(func() {
 				defer waiting.Done()
@@ -81,16 +84,14 @@ func (n *Node) serveCache(conn net.Conn) {
 }
 
 // mayWait reports whether serving req may wait on other nodes: writes
-// wait for their copies, and so do batches of writes; a transfer chunk may
-// be pairs handed back, which the primary copies as it would writes. A
-// batch's flags name its op; a batch of reads is served in line, as a read
-// is.
+// wait for their copies, and so do batches (of writes; of reads, any key
+// may meet a write in flight); a transfer chunk may be pairs handed back,
+// which the primary copies as it would writes. A read waits only now and
+// then (readMayWait).
 func mayWait(req *request) bool {
 	switch req.op {
-	case OpPut, OpAdd, OpDelete, OpFlush, opTransfer:
+	case OpPut, OpAdd, OpDelete, OpFlush, opTransfer, opBatch:
 		return true
-	case opBatch:
-		return Op(req.flags) != OpGet
 	}
 	return false
 }

@@ -83,9 +83,21 @@ func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, head 
 			return
 		case <-timer.C:
 			pt.settled.done()
+			s.settleTimeouts.Add(1)
 			return
 		}
 	}
+}
+
+// readMayWait reports whether a read of key here would wait: for a write
+// of the key in flight, or for the node's read lease.
+func (n *Node) readMayWait(key string) bool {
+	if !n.servesOwnReads() {
+		return true
+	}
+	h := hashKey(key)
+	e := n.store.parts[n.partitionOfHash(h)].index.load(h, key)
+	return e != nil && e.unconfirmed.Load() && !e.abandoned.Load()
 }
 
 // abandon records that the write of key at version failed: its copies may

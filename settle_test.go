@@ -2,6 +2,10 @@ package ghost
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 )
@@ -86,5 +90,50 @@ func TestReadsFollowARestampedWrite(t *testing.T) {
 	}
 	if v, _ := s.get(1, "k"); string(v) != "new" {
 		t.Fatalf("read %q after the restamped write was confirmed", v)
+	}
+}
+
+// Two nodes that each read keys the other writes, and write keys the other
+// reads, do not stall: a read that waits for a write in flight is served
+// off its connection's line, so the copy that settles the write, queued
+// behind it, is not stuck there. (Served in line, two such reads on the
+// two nodes waited for each other until settleWait ran out: ghostbench's
+// cluster row saw no op complete for a second, and copies time out.)
+func TestContendedReadsAndWritesDoNotStall(t *testing.T) {
+	c := newCluster(t, 2, false)
+	ctx := context.Background()
+	keys := make([]string, 32)
+	for i := range keys {
+		keys[i] = fmt.Sprint("contended-", i)
+		if err := c.nodes[0].Put(ctx, keys[i], 0, NoExpiry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		for g := range 8 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(g), 1))
+				for i := range 300 {
+					k := keys[rng.IntN(len(keys))]
+					var err error
+					if i%3 == 0 {
+						err = n.Put(ctx, k, i, NoExpiry)
+					} else if _, err = n.Get(ctx, k); errors.Is(err, ErrCacheMiss) {
+						err = nil
+					}
+					if err != nil {
+						t.Errorf("%s on %s: %v", k, n.Addr(), err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, n := range c.nodes {
+		if got := n.store.settleTimeouts.Load(); got != 0 {
+			t.Errorf("%s: %d reads waited the whole settleWait for a write in flight", n.Addr(), got)
+		}
 	}
 }

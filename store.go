@@ -61,6 +61,9 @@ type store struct {
 	// settleWait bounds how long a read waits for a write in flight
 	// (settle.go): RequestTimeout.
 	settleWait time.Duration
+	// settleTimeouts counts reads that waited settleWait in vain: a write
+	// in flight for that long is a fault, or a stall.
+	settleTimeouts atomic.Int64
 
 	// evicted, when set, is told of each pair or tombstone evicted from a
 	// partition this node is the primary of, after the lock is released,

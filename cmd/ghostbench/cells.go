@@ -33,6 +33,7 @@ type cell struct {
 const (
 	kindMemcached  = "memcached"
 	kindRedis      = "redis"
+	kindNetFloor   = "net-floor" // floor.go: a Go request/response over loopback
 	kindForwarded  = "forwarded"
 	kindLocal      = "local"
 	kindCluster    = "cluster"
@@ -100,6 +101,7 @@ func baseScenarios(o options, cl *cluster, servers map[string]*server) []scenari
 	ghost := func(keys string, getPct, sampleEvery int) command {
 		return command{Target: targetGhost, Keys: keys, GetPct: getPct, SampleEvery: sampleEvery}
 	}
+	addServer(targetFloor, "floor", mix+" (Go over loopback)", kindNetFloor, 0)
 	addServer(targetMemcached, "memcached", mix, kindMemcached, 0)
 	if o.has(targetGhost) {
 		scs = append(scs, scenario{"GhostDB", fmt.Sprintf("forwarded %s, Replicas %d", mix, o.replicas), kindForwarded, ghost(keysRemote, o.getPct, 1), p0, others})

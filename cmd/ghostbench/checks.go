@@ -24,8 +24,12 @@ func finish(o options, r *report) {
 			continue
 		}
 		mc, rd := find(mcKind, c.Conc), find(rdKind, c.Conc)
+		var fl *cell // the floor, for the rows of one hop: a hop with nothing of GhostDB in it
+		if c.kind == kindForwarded || c.kind == kindForwardedR1 {
+			fl = find(kindNetFloor, c.Conc)
+		}
 		for i := range c.Passes {
-			c.Passes[i].Ratios = &ratios{Memcached: passRatio(c, mc, i), Redis: passRatio(c, rd, i)}
+			c.Passes[i].Ratios = &ratios{Memcached: passRatio(c, mc, i), Redis: passRatio(c, rd, i), Floor: passRatio(c, fl, i)}
 		}
 	}
 	for _, c := range r.Cells {

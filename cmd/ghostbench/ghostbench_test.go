@@ -104,15 +104,20 @@ func TestSmokeTargets(t *testing.T) {
 			"| GhostDB | GetMulti of 100 uniform keys from 1 of 2 processes (keys/s; latency per call) | "+c+" |",
 			"| Redis | MGET of 100 keys (keys/s; latency per call) | "+c+" |",
 			"| otter | get only (floor) | "+c+" |",
+			"| floor | get/set 9:1 (Go over loopback) | "+c+" |",
 		)
 	}
 	assertTargets(t, out, r, "judged")
-	if measured := assertCells(t, r); measured != 22 {
-		t.Errorf("%d cells measured, want 22", measured)
+	if measured := assertCells(t, r); measured != 24 {
+		t.Errorf("%d cells measured, want 24", measured)
 	}
 	for _, c := range r.Cells {
 		if c.Target == "GhostDB" && c.Batch > 0 && (c.Summary.Ratios == nil || c.Summary.Ratios.Memcached <= 0 || c.Summary.Ratios.Redis <= 0) {
 			t.Errorf("GetMulti c=%d has no ratios: %+v", c.Conc, c.Summary.Ratios)
+		}
+		// Every forwarded row is a ratio to the floor, too.
+		if c.Target == "GhostDB" && strings.HasPrefix(c.Scenario, "forwarded ") && (c.Summary.Ratios == nil || c.Summary.Ratios.Floor <= 0) {
+			t.Errorf("forwarded c=%d has no ratio to the floor: %+v", c.Conc, c.Summary.Ratios)
 		}
 	}
 }

@@ -105,8 +105,9 @@ const (
 
 func main() {
 	worker := flag.String("worker", "", "internal: run as a GhostDB cluster process with this JSON configuration")
+	floorServer := flag.Bool("floor-server", false, "internal: run as the floor's server (floor.go), answering gets with -value bytes")
 	var o options
-	targets := flag.String("targets", "ghost,memcached,redis", "comma-separated targets: ghost (GhostDB and the sync.Map and otter floors), memcached, redis")
+	targets := flag.String("targets", "ghost,memcached,redis,floor", "comma-separated targets: ghost (GhostDB and the sync.Map and otter floors), memcached, redis, floor (a Go request/response over loopback, floor.go)")
 	conc := flag.String("conc", "1,16,64", "comma-separated concurrencies: callers per load process")
 	scenarios := flag.String("scenarios", "base,replicas", "comma-separated: base, replicas, join, kill, or all")
 	killGossip := flag.String("kill-gossip", "lan,fast", "comma-separated gossip profiles to run the kill with: lan (memberlist's defaults), fast (examples/cluster's)")
@@ -141,6 +142,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *floorServer {
+		if err := runFloorServer(o.valueSize); err != nil {
+			slog.Error("floor server failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *worker != "" {
 		if err := runWorker(ctx, *worker); err != nil {
 			slog.Error("worker failed", "err", err)
@@ -165,7 +173,7 @@ func main() {
 func (o *options) parse(targets, conc string) error {
 	for t := range strings.SplitSeq(targets, ",") {
 		switch t = strings.TrimSpace(t); t {
-		case targetGhost, targetMemcached, targetRedis:
+		case targetGhost, targetMemcached, targetRedis, targetFloor:
 			o.targets = append(o.targets, t)
 		default:
 			return fmt.Errorf("-targets: unknown target %q", t)
@@ -385,6 +393,13 @@ func startServers(ctx context.Context, o options, r *report, servers map[string]
 			r.Meta.Redis = s.version
 		}
 	}
+	if o.has(targetFloor) {
+		s, err := startFloor(ctx, o.valueSize)
+		if err != nil {
+			return err
+		}
+		servers[targetFloor] = s
+	}
 	return nil
 }
 
@@ -431,6 +446,9 @@ func prefillAll(ctx context.Context, o options, clusters []*cluster, servers map
 			}
 		}
 		for t, s := range servers {
+			if t == targetFloor {
+				continue // it stores nothing: every get answers -value bytes
+			}
 			calls = append(calls, call{main.procs[0], command{Cmd: cmdPrefill, Target: t, Addr: s.addr}})
 		}
 	}

@@ -30,6 +30,7 @@ type passResult struct {
 type ratios struct {
 	Memcached float64 `json:"vs_memcached,omitempty"`
 	Redis     float64 `json:"vs_redis,omitempty"`
+	Floor     float64 `json:"vs_floor,omitempty"` // the Go request/response over loopback (floor.go)
 }
 
 // summary condenses the passes of a cell: medians, with the range of
@@ -99,6 +100,7 @@ func summarize(passes []passResult) summary {
 		s.Ratios = &ratios{
 			Memcached: medianOf(passes, func(p passResult) float64 { return p.Ratios.Memcached }),
 			Redis:     medianOf(passes, func(p passResult) float64 { return p.Ratios.Redis }),
+			Floor:     medianOf(passes, func(p passResult) float64 { return p.Ratios.Floor }),
 		}
 	}
 	return s
@@ -137,11 +139,11 @@ func writeCells(w io.Writer, cells []*cell) {
 	if len(cells) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "| target | scenario | c | ops/s median (min–max) | p50 µs | p99 µs | p99.9 µs | time/op | CPU µs/op client+server | errors | hits | ×memcached | ×Redis |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| target | scenario | c | ops/s median (min–max) | p50 µs | p99 µs | p99.9 µs | time/op | CPU µs/op client+server | errors | hits | ×memcached | ×Redis | ×floor |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, c := range cells {
 		if c.NA != "" {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | | | | | | | | | |\n", c.Target, c.Scenario, concLabel(c.Conc), c.NA)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | | | | | | | | | | |\n", c.Target, c.Scenario, concLabel(c.Conc), c.NA)
 			continue
 		}
 		s := c.Summary
@@ -149,12 +151,12 @@ func writeCells(w io.Writer, cells []*cell) {
 		if s.CPUServer != 0 {
 			cpu += "+" + micros(s.CPUServer)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s | %d | %.1f%% | %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %s | %s | %s (%s–%s) | %s | %s | %s | %s | %s | %d | %.1f%% | %s | %s | %s |\n",
 			c.Target, c.Scenario, concLabel(c.Conc),
 			si(s.OpsPerSec), si(s.OpsPerSecMin), si(s.OpsPerSecMax),
 			micros(s.P50), micros(s.P99), micros(s.P999), nanos(s.MeanLatency),
 			cpu, s.Errors, 100*s.HitRate,
-			s.Ratios.column(targetMemcached), s.Ratios.column(targetRedis))
+			s.Ratios.column(targetMemcached), s.Ratios.column(targetRedis), s.Ratios.column(targetFloor))
 	}
 	fmt.Fprintln(w)
 	for _, c := range cells {
@@ -186,8 +188,11 @@ func (r *ratios) column(target string) string {
 		return ""
 	}
 	v := r.Memcached
-	if target == targetRedis {
+	switch target {
+	case targetRedis:
 		v = r.Redis
+	case targetFloor:
+		v = r.Floor
 	}
 	if v == 0 {
 		return ""

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -27,6 +28,7 @@ const (
 	targetRedis     = "redis"
 	targetSyncMap   = "sync.Map"
 	targetOtter     = "otter"
+	targetFloor     = "floor" // floor.go: a Go request/response over loopback
 )
 
 // client is one target as the load loop sees it: a get that tells hit from
@@ -147,6 +149,7 @@ type server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	dir     string
+	stdin   io.Closer // the floor server's: closing it ends the server
 }
 
 // missingServerError says a server binary is not on PATH, and how to get it.
@@ -227,6 +230,9 @@ func (s *server) pid() int { return s.cmd.Process.Pid }
 
 // stop ends the server process ghostbench started, and nothing else.
 func (s *server) stop() {
+	if s.stdin != nil {
+		_ = s.stdin.Close()
+	}
 	_ = s.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-s.exited:

@@ -307,6 +307,8 @@ func (w *worker) client(cmd command) (client, error) {
 		return newMemcachedClient(cmd.Addr, conns), nil
 	case targetRedis:
 		return newRedisClient(cmd.Addr, conns), nil
+	case targetFloor:
+		return newFloorClient(cmd.Addr)
 	case targetSyncMap:
 		return syncMapClient{&w.syncMap}, nil
 	case targetOtter:
