@@ -394,8 +394,8 @@ func (n *Node) settleBatchItem(it *batchItem, r response, from member) {
 func (n *Node) serveBatch(ctx context.Context, req *request) response {
 	reqs, err := decodeBatchRequests(req.value, req.ttl, req.tver)
 	if err == nil && len(reqs) > 0 && reqs[0].op != Op(req.flags) {
-		// mayWait served it by its flags: a batch of writes flagged as
-		// reads would hold up the requests behind it.
+		// The flags name the batch's op (the protocol says so); a batch
+		// that lies about it is malformed.
 		err = fmt.Errorf("ghost: batch of op %d flagged as op %d", reqs[0].op, req.flags)
 	}
 	if err != nil {
