@@ -48,12 +48,11 @@ func testGossip(mc *memberlist.Config) {
 // in a second or two (FastGossip).
 func fastFailureDetection(cfg *Config) { cfg.Gossip = FastGossip }
 
-// testConfig is a node configuration for tests; tcp picks real sockets on
-// 127.0.0.1, otherwise net carries the traffic.
+// testConfig is a node configuration for tests: net carries the traffic,
+// or, when nil, real sockets on 127.0.0.1.
 func testConfig(net *MemNetwork) Config {
-	return Config{
+	cfg := Config{
 		Addr:           "127.0.0.1:0",
-		Network:        net,
 		Gossip:         testGossip,
 		RejoinInterval: 100 * time.Millisecond,
 		RequestTimeout: 5 * time.Second, // generous: a loaded CI machine under -race is slow
@@ -61,6 +60,10 @@ func testConfig(net *MemNetwork) Config {
 		// hand off, and need not wait long to find out.
 		CloseTimeout: 3 * time.Second,
 	}
+	if net != nil { // a nil *MemNetwork in the interface would be a network
+		cfg.Network = net
+	}
+	return cfg
 }
 
 // cluster is a set of nodes started together.

@@ -209,9 +209,10 @@ type Config struct {
 
 	// Gossip, when set, is called with the memberlist configuration just
 	// before it is used, to tune probe and gossip timing (FastGossip is a
-	// ready profile for quick failure detection). Network settings
-	// (Transport, addresses, Name, delegates) are GhostDB's and are set
-	// again afterwards.
+	// ready profile for quick failure detection). Its ProbeInterval also
+	// sets the read lease's term, four of them (lease.go): use the same
+	// profile on every node. Network settings (Transport, addresses, Name,
+	// delegates) are GhostDB's and are set again afterwards.
 	Gossip func(*memberlist.Config)
 
 	// Logger receives the node's logs, memberlist's included. Default: the
@@ -246,9 +247,10 @@ type Config struct {
 	// do. Default time.Now.
 	Clock func() time.Time
 
-	// Network, when set, carries all of the node's traffic in memory
-	// instead of over sockets: for fast tests of clusters in one process.
-	Network *MemNetwork
+	// Network carries the node's traffic. Default TCPNetwork: sockets on
+	// the host's addresses. NewMemNetwork's network carries it in memory
+	// instead, for fast tests of clusters in one process.
+	Network Network
 
 	// protocolVersion overrides ProtocolVersion; tests use it to play a
 	// peer from another release.
@@ -312,7 +314,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(warnings{slog.Default().Handler()})
 	}
-	if c.Network == nil && len(c.SecretKey) == 0 && c.TLS == nil && !c.Insecure && !loopback(c.Addr) {
+	if c.Network == nil {
+		c.Network = TCPNetwork{}
+	}
+	if c.Network.exposed(c.Addr) && len(c.SecretKey) == 0 && c.TLS == nil && !c.Insecure {
 		return c, fmt.Errorf("%w: Addr %q listens beyond this host, and without a secret anyone who reaches the port can join the cluster, read, write and flush; set SecretKey (the same 16, 24 or 32 bytes on every node) or TLS, listen on 127.0.0.1, or set Insecure to run an open cluster on a network you trust", ErrInsecure, c.Addr)
 	}
 	switch {

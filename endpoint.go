@@ -18,6 +18,35 @@ import (
 // endpoint is a node's attachment to a network: one address with a stream
 // listener and a packet socket, and a way to dial others. tcpEndpoint is the
 // real one; MemNetwork makes in-memory ones for tests.
+// Network carries a node's traffic: TCP and UDP on the host's addresses
+// (TCPNetwork, the default) or an in-memory network for tests
+// (NewMemNetwork). The node does not ask which one it has: it listens,
+// dials and resolves through it. Its methods are unexported, so the two
+// networks are the package's own.
+type Network interface {
+	// listen opens the node's endpoint on addr (port 0: a free one).
+	listen(addr string) (endpoint, error)
+	// lookupHost resolves a host name to addresses.
+	lookupHost(ctx context.Context, host string) ([]string, error)
+	// exposed reports whether a node listening on addr can be reached from
+	// other hosts, so that it needs a secret (Config.Insecure).
+	exposed(addr string) bool
+}
+
+// TCPNetwork is the network of real sockets: TCP for the cache protocol
+// and gossip streams, UDP for gossip packets, on one port; names resolve
+// by DNS. It is Config.Network's default.
+type TCPNetwork struct{}
+
+func (TCPNetwork) listen(addr string) (endpoint, error) { return listenTCP(addr) }
+
+func (TCPNetwork) lookupHost(ctx context.Context, host string) ([]string, error) {
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+func (TCPNetwork) exposed(addr string) bool { return !loopback(addr) }
+
+// endpoint is a node's one port on its network.
 type endpoint interface {
 	accept() (net.Conn, error)
 	dial(ctx context.Context, addr string) (net.Conn, error)

@@ -174,3 +174,35 @@ func TestAcceptSurvivesRunningOutOfFiles(t *testing.T) {
 		t.Fatalf("%d failures logged in %v", failures, elapsed)
 	}
 }
+
+// A node's network is TCP unless the configuration names another; only
+// TCP beyond loopback is reachable from other hosts; no name resolves on
+// an in-memory network.
+func TestNetworks(t *testing.T) {
+	cfg, err := Config{Addr: "127.0.0.1:0"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Network.(TCPNetwork); !ok {
+		t.Errorf("default network %T, want TCPNetwork", cfg.Network)
+	}
+	mem := NewMemNetwork()
+	for _, c := range []struct {
+		net     Network
+		addr    string
+		exposed bool
+	}{
+		{TCPNetwork{}, "127.0.0.1:7991", false},
+		{TCPNetwork{}, "[::1]:7991", false},
+		{TCPNetwork{}, "10.1.2.3:7991", true},
+		{TCPNetwork{}, ":7991", true},
+		{mem, "10.1.2.3:7991", false},
+	} {
+		if got := c.net.exposed(c.addr); got != c.exposed {
+			t.Errorf("%T.exposed(%s) = %v, want %v", c.net, c.addr, got, c.exposed)
+		}
+	}
+	if _, err := mem.lookupHost(context.Background(), "localhost"); err == nil {
+		t.Error("an in-memory network resolved a host name")
+	}
+}

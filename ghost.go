@@ -197,12 +197,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ep endpoint
-	if cfg.Network != nil {
-		ep, err = cfg.Network.listen(cfg.Addr)
-	} else {
-		ep, err = listenTCP(cfg.Addr)
-	}
+	ep, err := cfg.Network.listen(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("ghost: listen on %s: %w", cfg.Addr, err)
 	}

@@ -37,6 +37,8 @@ type leaseState struct {
 	renewed broadcastSignal // the end moved
 	kick    chan struct{}   // a ping round is wanted now (a read found the lease lapsed, the table changed)
 
+	checkMu sync.Mutex // one checkLease at a time: an older end must not overwrite a newer
+
 	mu       sync.Mutex
 	answered map[string]time.Time // member name → when the newest ping it answered was sent
 	inFlight map[string]bool      // member name → a ping is out
@@ -136,9 +138,11 @@ func (n *Node) pingForLease(term time.Duration) {
 // checkLease sets the lease's end: a term after the newest ping that a
 // majority of the table's members (this node counted) answered.
 func (n *Node) checkLease(term time.Duration) {
+	n.lease.checkMu.Lock()
+	defer n.lease.checkMu.Unlock()
 	t := n.table.Load()
 	if len(t.members) <= 2 {
-		n.setLease(time.Time{}, true)
+		n.setLease(time.Time{}, true, false)
 		return
 	}
 	l := &n.lease
@@ -152,15 +156,18 @@ func (n *Node) checkLease(term time.Duration) {
 	l.mu.Unlock()
 	need := len(t.members)/2 + 1 - 1 // a majority, this node counted
 	if len(sent) < need {
-		n.setLease(time.Time{}, false)
+		// No answer at all yet is a table that has just grown past two
+		// members: not worth a warning.
+		n.setLease(time.Time{}, false, len(sent) == 0)
 		return
 	}
 	slices.SortFunc(sent, func(a, b time.Time) int { return b.Compare(a) })
-	n.setLease(sent[need-1].Add(term), false)
+	n.setLease(sent[need-1].Add(term), false, false)
 }
 
-// setLease sets the lease to end at expires, or to hold for ever.
-func (n *Node) setLease(expires time.Time, forever bool) {
+// setLease sets the lease to end at expires, or to hold for ever; quiet
+// logs a lapse at debug level only.
+func (n *Node) setLease(expires time.Time, forever, quiet bool) {
 	l := &n.lease
 	end := int64(math.MaxInt64)
 	if !forever {
@@ -171,9 +178,12 @@ func (n *Node) setLease(expires time.Time, forever bool) {
 	}
 	lapsed := !l.holds()
 	if l.lapsed.Swap(lapsed) != lapsed {
-		if lapsed {
+		switch {
+		case lapsed && quiet:
+			n.log.Debug("ghost: read lease waits for the first answers of new members")
+		case lapsed:
 			n.log.Warn("ghost: read lease lapsed: a majority of the cluster has not answered lately; reads go to other copies")
-		} else {
+		default:
 			n.log.Info("ghost: read lease held again")
 		}
 	}
@@ -225,6 +235,11 @@ func (n *Node) heldBack(t *table, live []member) bool {
 	now := time.Now()
 	n.gossipMu.Lock()
 	defer n.gossipMu.Unlock()
+	for name := range n.goneAt { // members the table has dropped since
+		if t.index(name) < 0 {
+			delete(n.goneAt, name)
+		}
+	}
 	for i, m := range t.members {
 		if !t.holdsAny(i) || slices.ContainsFunc(live, func(l member) bool { return l.name == m.name }) {
 			continue

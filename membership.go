@@ -125,10 +125,10 @@ func (n *Node) joinSeeds(ctx context.Context, seeds []string) {
 // of a known member already.
 func (n *Node) resolvesToMember(ctx context.Context, seed string, known map[string]bool) bool {
 	host, port, _ := net.SplitHostPort(seed)
-	if n.cfg.Network != nil || net.ParseIP(host) != nil {
+	if net.ParseIP(host) != nil {
 		return false
 	}
-	ips, err := net.DefaultResolver.LookupHost(ctx, host)
+	ips, err := n.cfg.Network.lookupHost(ctx, host)
 	if err != nil {
 		return false
 	}
@@ -189,15 +189,14 @@ func advertiseAddr(cfg Config, listening string) (string, error) {
 		if aport == "0" || aport == "" {
 			aport = port
 		}
-		ip := net.ParseIP(host)
-		if ip == nil {
-			ips, err := net.LookupIP(host)
+		if net.ParseIP(host) == nil {
+			ips, err := cfg.Network.lookupHost(context.Background(), host)
 			if err != nil || len(ips) == 0 {
 				return "", fmt.Errorf("ghost: AdvertiseAddr %q: cannot resolve %s: %v", cfg.AdvertiseAddr, host, err)
 			}
-			ip = ips[0]
+			host = ips[0]
 		}
-		return net.JoinHostPort(ip.String(), aport), nil
+		return net.JoinHostPort(host, aport), nil
 	}
 	host, _, _ := net.SplitHostPort(cfg.Addr)
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {

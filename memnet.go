@@ -33,6 +33,14 @@ func NewMemNetwork() *MemNetwork {
 	return &MemNetwork{nodes: make(map[string]*memEndpoint), side: make(map[string]int), nextPort: 20000}
 }
 
+// lookupHost resolves nothing: addresses on a MemNetwork are IP addresses.
+func (m *MemNetwork) lookupHost(_ context.Context, host string) ([]string, error) {
+	return nil, fmt.Errorf("no host %q on an in-memory network", host)
+}
+
+// exposed is false: nothing outside the process reaches a MemNetwork.
+func (m *MemNetwork) exposed(string) bool { return false }
+
 // Isolate cuts the node at addr off: its connections break, dials to and
 // from it fail and its packets are lost, until Heal.
 func (m *MemNetwork) Isolate(addr string) { m.Split(addr) }
