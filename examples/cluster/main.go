@@ -216,7 +216,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	say("node %d  ping after %v: %s (%d of %d nodes answered)", writer.num, since(killed), strings.Join(r.Addrs, " "), len(r.Addrs), *size)
 
-	say("every survivor lists %d members: the dead node is out of the table", len(survivors))
+	say("every survivor lists %d members", len(survivors))
+	if err := waitOwnerMoved(ctx, reader, lostKey, victim.addr); err != nil {
+		return err
+	}
+	say("node %d  the table dropped the dead node %v after the kill (gossip, then one read-lease term)", reader.num, since(killed))
 
 	say("\n== The survivors keep serving: every pair has a backup (Replicas 2)")
 	for _, k := range []string{keptKey, lostKey} {
@@ -332,6 +336,29 @@ func waitMembers(ctx context.Context, nodes []*nodeProc, want []string) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("membership did not settle in %v: %w", formTimeout, lastErr)
+		}
+		select {
+		case <-time.After(pollInterval):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// waitOwnerMoved waits until p's table gives key an owner other than gone:
+// the table that drops a dead member follows gossip by a read-lease term.
+func waitOwnerMoved(ctx context.Context, p *nodeProc, key, gone string) error {
+	deadline := time.Now().Add(formTimeout)
+	for {
+		r, err := p.call(ctx, "get "+key)
+		if err != nil {
+			return err
+		}
+		if r.Owner != gone {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the table still gives %s to the dead node %s after %v", key, gone, formTimeout)
 		}
 		select {
 		case <-time.After(pollInterval):
