@@ -24,9 +24,8 @@ import (
 // outcome: a retry that reaches a copy promoted to primary meanwhile (the
 // first try's primary died, or lost the partition in a table change) is
 // answered as the first try was. A retry that reaches a primary that
-// never saw the first try is decided there again: a Put or Delete decides
-// the same, and an Add that ownership moved under fails instead (see
-// serveWrite).
+// never saw the first try is decided there again, to the same outcome:
+// the first try left no trace there either.
 
 // dedupeRetention is how long a node remembers a decided request: four
 // RequestTimeouts, as a caller retries within one.
@@ -60,8 +59,15 @@ type decision struct {
 // lock (serveWrite holds it).
 type decided struct {
 	byID  map[uint64]bool
-	order []decision // oldest first
+	order []decision // oldest first, from head on
+	head  int        // order[:head] are forgotten, and go at the next compaction
 }
+
+// maxDecisions bounds the decisions a partition keeps, whatever their age:
+// a partition that takes more writes than that within dedupeRetention
+// forgets the oldest early (a retry of one is decided again), rather than
+// grow without bound.
+const maxDecisions = 4096
 
 // lookup returns the outcome of request rid, when this node decided it.
 func (d *decided) lookup(rid uint64) (done, ok bool) {
@@ -81,13 +87,15 @@ func (d *decided) record(rid uint64, done bool, now time.Time, retention time.Du
 	if d.byID == nil {
 		d.byID = map[uint64]bool{}
 	}
-	drop := 0
-	for drop < len(d.order) && now.Sub(d.order[drop].at) > retention {
-		delete(d.byID, d.order[drop].rid)
-		drop++
+	for d.head < len(d.order) && (now.Sub(d.order[d.head].at) > retention || len(d.order)-d.head >= maxDecisions) {
+		delete(d.byID, d.order[d.head].rid)
+		d.head++
 	}
-	if drop > 0 {
-		d.order = append(d.order[:0], d.order[drop:]...)
+	if d.head > 0 && 2*d.head >= len(d.order) {
+		// Compact once half is forgotten: a copy per write would cost as
+		// much as the decisions kept.
+		d.order = d.order[:copy(d.order, d.order[d.head:])]
+		d.head = 0
 	}
 	d.byID[rid] = done
 	d.order = append(d.order, decision{rid: rid, done: done, at: now})
@@ -99,7 +107,7 @@ func (n *Node) recentDecisions(p int) []decision {
 	defer pt.mu.Unlock()
 	d := &n.decided[p]
 	keep := time.Now().Add(-n.dedupeRetention())
-	i := 0
+	i := d.head
 	for i < len(d.order) && d.order[i].at.Before(keep) {
 		i++
 	}

@@ -102,10 +102,32 @@ func TestDecisionsAreForgottenAfterRetention(t *testing.T) {
 		t.Fatal("a decision was not kept")
 	}
 	d.record(8, false, now.Add(2*time.Second), time.Second)
-	if _, ok := d.lookup(7); ok || len(d.order) != 1 {
+	if _, ok := d.lookup(7); ok || len(d.order)-d.head != 1 {
 		t.Fatal("an old decision was kept")
 	}
 	if _, ok := d.lookup(0); ok {
 		t.Fatal("a request without an id was found")
+	}
+}
+
+// A partition keeps at most maxDecisions, however fast they come, and the
+// memory of the forgotten ones is reused.
+func TestDecisionsAreBounded(t *testing.T) {
+	var d decided
+	now := time.Now()
+	for rid := uint64(1); rid <= 3*maxDecisions; rid++ {
+		d.record(rid, true, now, time.Hour)
+	}
+	if kept := len(d.byID); kept != maxDecisions {
+		t.Errorf("%d decisions kept, want %d", kept, maxDecisions)
+	}
+	if _, ok := d.lookup(3 * maxDecisions); !ok {
+		t.Error("the newest decision was forgotten")
+	}
+	if _, ok := d.lookup(1); ok {
+		t.Error("the oldest decision was kept past the bound")
+	}
+	if cap(d.order) > 4*maxDecisions {
+		t.Errorf("%d decisions' room for %d kept", cap(d.order), maxDecisions)
 	}
 }
