@@ -75,6 +75,7 @@ func TestVerdict(t *testing.T) {
 		{"linearizable", result{Checked: true, Shared: &sharedVerdict{Linearizable: true}}, nil, "PASS"},
 		{"not linearizable", result{Checked: true, Shared: &sharedVerdict{Excerpt: "client 1 ..."}}, nil, "FAIL: not linearizable"},
 		{"undecided", result{Checked: true, Shared: &sharedVerdict{}}, nil, "FAIL: not linearizable"},
+		{"started afresh", result{Checked: true, Shared: &sharedVerdict{Excerpt: "client 1 ...", Allowed: "split"}}, nil, "PASS"},
 	} {
 		r := c.r
 		rec := newRecorder()
