@@ -30,6 +30,11 @@ import (
 // long is given up, and the call fails over.
 const requestTimeout = time.Second
 
+// leaseTerm is the nodes' read-lease term: four of FastGossip's 200 ms
+// probe intervals (lease.go). A table that drops a dead member follows
+// gossip by that much.
+const leaseTerm = 800 * time.Millisecond
+
 // callTimeout bounds one client call, fail-overs included.
 const callTimeout = 3 * time.Second
 

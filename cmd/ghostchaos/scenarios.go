@@ -402,13 +402,15 @@ func faultLongSplit(ctx context.Context, c *cluster, f *faultRun) error {
 		return err
 	}
 	// The others delete and overwrite only once they have a table
-	// without the victim: from then on, long enough for the tombstones
-	// and TTLs of the first of those writes to be crawled away.
+	// without the victim, a read-lease term after gossip dropped it
+	// (lease.go): from then on, long enough for the tombstones and TTLs
+	// of the first of those writes to be crawled away.
 	ns := c.sc.settings(v)
 	since := time.Since(f.start)
 	if f.detected {
 		since = f.detect
 	}
+	since += leaseTerm
 	long := max(c.s.opts.timing.Fault, since+2*ns.TombstoneTTL+2*ns.CrawlerInterval, since+ttlMax+2*ns.CrawlerInterval)
 	f.note("%s cut off for %v: the tombstone TTL is %v, the crawler runs every %v, TTLs are %v-%v", v, long.Round(10*time.Millisecond), ns.TombstoneTTL, ns.CrawlerInterval, ttlMin, ttlMax)
 	if err := sleepCtx(ctx, time.Until(f.start.Add(long))); err != nil {
