@@ -405,6 +405,42 @@ func (c *cluster) startAt(i int, addr string, tune ...func(*Config)) *Node {
 	return n
 }
 
+// restartAll stops every live node at once, gracefully (Close) or as a
+// crash, and starts a new process's node on each address, each naming
+// every address as a peer (those not up yet are tried again in the
+// background), as a whole cluster redeployed would; tune(i, cfg) sets up
+// slot i's node. It waits until the new nodes converge.
+func (c *cluster) restartAll(crash bool, tune func(i int, cfg *Config)) {
+	c.t.Helper()
+	var addrs []string
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		addrs = append(addrs, n.Addr())
+		wg.Go(func() {
+			if crash {
+				n.halt()
+			} else {
+				_ = n.Close()
+			}
+		})
+	}
+	wg.Wait()
+	for i, addr := range addrs {
+		cfg := testConfig(c.net)
+		cfg.Addr = addr
+		cfg.Peers = slices.Delete(slices.Clone(addrs), i, i+1)
+		tune(i, &cfg)
+		n, err := Join(context.Background(), cfg)
+		if err != nil {
+			c.t.Fatalf("Join on %s: %v", addr, err)
+		}
+		c.mu.Lock()
+		c.nodes[i] = n
+		c.mu.Unlock()
+	}
+	c.waitConverged()
+}
+
 // checkServes fails the test unless every node stores and reads keys owned
 // by every node: the cluster serves normal calls.
 func (c *cluster) checkServes(prefix string) {

@@ -88,6 +88,21 @@ type Config struct {
 	// revive pairs deleted meanwhile. Default 5 minutes.
 	TombstoneTTL time.Duration
 
+	// DataDir, when set, is a directory of this node's own where it keeps
+	// the partitions it holds, so that a cluster stopped as a whole comes
+	// back warm: a snapshot of its pairs and tombstones is written every
+	// SnapshotInterval and when it leaves, and the next Join on the same
+	// DataDir offers them to the cluster (newer wins, as in a healed
+	// split; see the README's "Warm restart"). One node per directory:
+	// Join fails with ErrDataDirInUse when another holds it. Default "":
+	// nothing is written to disk.
+	DataDir string
+
+	// SnapshotInterval is how often a node with a DataDir writes its
+	// snapshot; a crash loses what was written since the last one, unless
+	// other nodes hold it. Default 10 seconds.
+	SnapshotInterval time.Duration
+
 	// CloseTimeout bounds the hand-off of Close (see Node.Leave).
 	// Default 30 seconds.
 	CloseTimeout time.Duration
@@ -288,6 +303,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.AntiEntropyInterval, 30*time.Second)
 	setDefault(&c.TombstoneTTL, 5*time.Minute)
 	setDefault(&c.CloseTimeout, 30*time.Second)
+	setDefault(&c.SnapshotInterval, 10*time.Second)
 	setDefault(&c.MaxKeys, math.MaxInt)
 	setDefault(&c.MaxBytes, 256<<20)
 	setDefault(&c.MaxValueSize, 1<<20)
@@ -323,7 +339,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
-	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0:
+	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0:
 		return c, fmt.Errorf("ghost: negative timeout in Config")
 	case c.PartitionCount > 65535:
 		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)

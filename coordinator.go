@@ -503,6 +503,7 @@ func (n *Node) applyTable(t *table) bool {
 			n.store.dropPartition(p)
 		}
 	}
+	n.tableApplied(t, handBackAll)
 	n.peers.retain(t.members)
 	n.tableMu.Unlock()
 	n.noteQuorum()
@@ -516,6 +517,12 @@ func (n *Node) applyTable(t *table) bool {
 // on live members and no transfer is under way, as this node sees the
 // cluster: the moment a rolling restart may stop the next node.
 func (n *Node) Safe() bool {
+	return n.settled() && n.transfers.inFlight() == 0
+}
+
+// settled is Safe but for the transfers under way: the table lists the
+// live members and gives every partition its copies.
+func (n *Node) settled() bool {
 	if n.closed.Load() {
 		return false
 	}
@@ -542,7 +549,7 @@ func (n *Node) Safe() bool {
 			}
 		}
 	}
-	return n.transfers.inFlight() == 0
+	return true
 }
 
 // WaitSafe blocks until Safe reports true or ctx ends: at start-up before

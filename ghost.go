@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -168,6 +169,8 @@ type Node struct {
 	frameBudget  *frameBudget // room for large frames, over every connection (wire.go)
 	tableBehind  atomic.Bool  // cut off since it last fetched the majority's tables
 	catchingUp   atomic.Bool  // catchUp is running
+	snapshots    snapshots    // the DataDir: snapshots and warm restart (snapshot.go)
+	merges       mergeSessions
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes
@@ -197,8 +200,17 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var dataLock *os.File
+	if cfg.DataDir != "" {
+		if dataLock, err = openDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	ep, err := cfg.Network.listen(cfg.Addr)
 	if err != nil {
+		if dataLock != nil {
+			dataLock.Close()
+		}
 		return nil, fmt.Errorf("ghost: listen on %s: %w", cfg.Addr, err)
 	}
 	n := &Node{
@@ -220,6 +232,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		frameBudget:  frameBudgetFor(cfg.MaxFrameSize),
 		done:         make(chan struct{}),
 	}
+	n.snapshots.dir, n.snapshots.lock = cfg.DataDir, dataLock
 	n.transfers.init()
 	n.requestIDs.init()
 	n.lease.init()
@@ -228,10 +241,12 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.store.settleWait = cfg.RequestTimeout
 	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
 		ep.close()
+		n.snapshots.close()
 		return nil, err
 	}
 	if n.tls, err = newClusterTLS(cfg, n.addr); err != nil {
 		ep.close()
+		n.snapshots.close()
 		return nil, err
 	}
 	n.name = cfg.Name
@@ -251,13 +266,23 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.goBackground(n.acceptLoop)
 	if err := n.startGossip(); err != nil {
 		n.shutdown()
+		n.snapshots.close()
 		return nil, err
 	}
 	n.goBackground(n.tableLoop)
 	n.goBackground(n.leaseLoop)
 	n.goBackground(n.evictionLoop)
+	var snap snapshotHeader
+	var restored []snapshotPart
+	if n.snapshots.dir != "" {
+		snap, restored = n.readSnapshot()
+	}
 	n.joinSeeds(ctx, seeds)
 	n.awaitTable(ctx)
+	if n.snapshots.dir != "" {
+		n.restore(snap, restored)
+		n.goBackground(n.snapshotLoop)
+	}
 	n.goBackground(func() { n.seedLoop(seeds) })
 	n.goBackground(n.crawlLoop)
 	n.goBackground(n.metricsLoop)
@@ -465,6 +490,13 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 	err := n.ml.Leave(timeout)
 	n.shutdown()
+	if n.snapshots.dir != "" {
+		// The last snapshot, of what the node held when it stopped serving.
+		if serr := n.writeSnapshot(); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	n.snapshots.close()
 	if handoff != nil {
 		return fmt.Errorf("ghost: leave: hand-off unfinished: %w", handoff)
 	}
@@ -523,6 +555,7 @@ func (n *Node) Close() error {
 func (n *Node) halt() {
 	if n.closed.CompareAndSwap(false, true) {
 		n.shutdown()
+		n.snapshots.close()
 	}
 }
 

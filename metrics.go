@@ -108,7 +108,7 @@ func (w *watchdog) stats() WatchdogStats {
 }
 
 // snitchStats reads the Go runtime and the process, and what s holds.
-func snitchStats(s *store, frames *frameBudget) SnitchStats {
+func snitchStats(s *store, frames *frameBudget, snaps *snapshots) SnitchStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	var ru syscall.Rusage
@@ -135,12 +135,19 @@ func snitchStats(s *store, frames *frameBudget) SnitchStats {
 		Tombstones:   s.tombstones(),
 		FrameBytes:   frames.bytes.Load(),
 		FrameWaits:   frames.waits.Load(),
+
+		SnapshotUnix:     snaps.at.Load(),
+		SnapshotBytes:    snaps.bytes.Load(),
+		SnapshotPairs:    snaps.pairs.Load(),
+		SnapshotMicros:   snaps.micros.Load(),
+		SnapshotFailures: snaps.failures.Load(),
+		RestoredPairs:    snaps.restored.Load(),
 	}
 }
 
 // snitchSample is a snitch sample taken now.
-func snitchSample(now time.Time, s *store, frames *frameBudget) Sample {
-	st := snitchStats(s, frames)
+func snitchSample(now time.Time, s *store, frames *frameBudget, snaps *snapshots) Sample {
+	st := snitchStats(s, frames, snaps)
 	return Sample{Time: now, Snitch: &st}
 }
 
@@ -150,7 +157,7 @@ func snitchSample(now time.Time, s *store, frames *frameBudget) Sample {
 func (n *Node) localSamples(op Op) []Sample {
 	now := time.Now()
 	if op == OpSnitchMetrics {
-		return n.snitchHist.withLive(snitchSample(now, n.store, n.frameBudget))
+		return n.snitchHist.withLive(snitchSample(now, n.store, n.frameBudget, &n.snapshots))
 	}
 	return n.watchdogHist.withLive(n.watchdogSample(now))
 }
@@ -237,7 +244,7 @@ func (n *Node) metricsLoop() {
 	for {
 		select {
 		case now := <-snitch.C:
-			n.snitchHist.add(snitchSample(now, n.store, n.frameBudget))
+			n.snitchHist.add(snitchSample(now, n.store, n.frameBudget, &n.snapshots))
 		case now := <-watchdog.C:
 			n.watchdogHist.add(n.watchdogSample(now))
 		case <-n.done:

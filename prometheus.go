@@ -148,7 +148,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n, d := c.n, &c.descs
-	w, s := n.watchdogStats(), snitchStats(n.store, n.frameBudget)
+	w, s := n.watchdogStats(), snitchStats(n.store, n.frameBudget, &n.snapshots)
 	collectFigures(ch, d.watchdog, &w)
 	collectFigures(ch, d.snitch, &s)
 	gauge := func(desc *prometheus.Desc, v int, labels ...string) {

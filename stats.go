@@ -134,6 +134,20 @@ type SnitchStats struct {
 	// FrameWaits counts large messages that waited for room under that
 	// bound.
 	FrameWaits int64
+	// SnapshotUnix is when this node last wrote its snapshot to its
+	// DataDir, in unix seconds; 0 before the first, or without a DataDir.
+	SnapshotUnix int64
+	// SnapshotBytes, SnapshotPairs and SnapshotMicros are the size, the
+	// pairs and the time taken of the last snapshot written.
+	SnapshotBytes  int64
+	SnapshotPairs  int64
+	SnapshotMicros int64
+	// SnapshotFailures counts snapshots that could not be written (a full
+	// or read-only disk); the one before stays in place.
+	SnapshotFailures int64
+	// RestoredPairs is the pairs this node read back from its snapshot at
+	// Join and offered to the cluster.
+	RestoredPairs int64
 }
 
 // figure is one field of S (WatchdogStats or SnitchStats) under every
@@ -229,6 +243,12 @@ func snitchFigures() []figure[SnitchStats] {
 		fig("Tombstones", func(s *st) *int64 { return &s.Tombstones }, "ghost_tombstones", g, "Tombstones of deleted keys held by this node; they count toward MaxKeys and MaxBytes."),
 		fig("FrameBytes", func(s *st) *int64 { return &s.FrameBytes }, "ghost_frame_bytes", g, "Bytes held by messages larger than a connection's read buffer, over every connection of this node."),
 		fig("FrameWaits", func(s *st) *int64 { return &s.FrameWaits }, "ghost_frame_waits_total", c, "Large messages that waited for room under the bound on their bytes."),
+		fig("SnapshotUnix", func(s *st) *int64 { return &s.SnapshotUnix }, "ghost_snapshot_timestamp_seconds", g, "When this node last wrote its snapshot to its DataDir (unix time); 0 before the first."),
+		fig("SnapshotBytes", func(s *st) *int64 { return &s.SnapshotBytes }, "ghost_snapshot_bytes", g, "Size of the last snapshot written."),
+		fig("SnapshotPairs", func(s *st) *int64 { return &s.SnapshotPairs }, "ghost_snapshot_pairs", g, "Pairs and tombstones in the last snapshot written."),
+		fig("SnapshotMicros", func(s *st) *int64 { return &s.SnapshotMicros }, "ghost_snapshot_duration_seconds", g, "Time the last snapshot took to write.").scaled(1e-6),
+		fig("SnapshotFailures", func(s *st) *int64 { return &s.SnapshotFailures }, "ghost_snapshot_failures_total", c, "Snapshots that could not be written; the one before stays."),
+		fig("RestoredPairs", func(s *st) *int64 { return &s.RestoredPairs }, "ghost_restored_pairs", g, "Pairs read back from the snapshot at Join and offered to the cluster."),
 	}
 }
 

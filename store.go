@@ -423,6 +423,24 @@ func (s *store) dropOlderLocked(pt *partition, version uint64, keep map[string]s
 	return dropped
 }
 
+// dropForgottenLocked applies to pt, whose lock is held, the watermark of
+// an in-sync copy's snapshot that offered the keys in offered (a restore,
+// snapshot.go): the pairs and tombstones at or below forgotten that the
+// snapshot lacks are ones that copy forgot, and go; the watermark is
+// raised to it, so that no older snapshot brings them back later. Writes
+// this node decided and its copies have not confirmed stay. It returns
+// what it dropped, for the copies to drop too.
+func (s *store) dropForgottenLocked(pt *partition, forgotten uint64, offered map[string]struct{}) (dropped []pairCopy) {
+	pt.each(func(e *entry) {
+		if _, ok := offered[e.key]; !ok && e.version <= forgotten && !e.unconfirmed.Load() {
+			dropped = append(dropped, e.pair())
+			s.remove(pt, e)
+		}
+	})
+	s.learnForgottenLocked(pt, forgotten)
+	return dropped
+}
+
 // dropPartition removes everything partition p holds: this node no longer
 // keeps a copy of it. What it had forgotten goes too: should it hold the
 // partition again, it is streamed the primary's content and watermark.

@@ -175,14 +175,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ghostchaos:", err)
 		return exitCannot
 	}
-	if err != nil || len(results) < len(o.scenarios) {
-		return exitFail
-	}
+	// The verdict comes last, where the tail of a CI log shows it.
+	var failed []string
 	for _, r := range results {
 		if !r.Pass {
-			return exitFail
+			failed = append(failed, r.Name+" ("+strings.TrimPrefix(r.verdict(), "FAIL: ")+")")
 		}
 	}
+	if err != nil {
+		failed = append(failed, "the suite: "+err.Error())
+	}
+	if len(results) < len(o.scenarios) {
+		failed = append(failed, fmt.Sprintf("%d of %d scenarios ran", len(results), len(o.scenarios)))
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(stderr, "ghostchaos: FAIL: %s\n", strings.Join(failed, "; "))
+		return exitFail
+	}
+	fmt.Fprintf(stderr, "ghostchaos: PASS: %d of %d scenarios\n", len(results), len(o.scenarios))
 	return exitPass
 }
 
