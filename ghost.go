@@ -528,10 +528,12 @@ func (n *Node) handOff(ctx context.Context) error {
 }
 
 // handedOff reports whether this node may leave without taking data with
-// it: no partition lists it, or no other member is left to take them.
+// it: no partition lists it, or no other member is left to take them
+// (every one is leaving too: a whole cluster stopped, whose DataDirs keep
+// what each node holds).
 func (n *Node) handedOff() bool {
-	live, _ := n.liveView()
-	if len(live) == 1 {
+	live, leaving := n.liveView()
+	if len(live) == 1 || len(leaving) == len(live) {
 		return true
 	}
 	t := n.table.Load()

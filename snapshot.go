@@ -140,7 +140,10 @@ func (n *Node) writeSnapshotTo(path string) (pairs, size int64, err error) {
 			continue
 		}
 		forgotten, held := n.store.snapshotOf(p)
-		sw.part(p, t.inSync(p), forgotten, held)
+		// A copy cut off from the majority may have forgotten, under a
+		// line of its own, versions the majority wrote meanwhile: its
+		// watermark vouches for nothing.
+		sw.part(p, t.inSync(p) && !n.cutOff.Load(), forgotten, held)
 		if sw.err != nil {
 			break
 		}

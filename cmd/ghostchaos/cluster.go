@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -94,6 +95,9 @@ func (c *cluster) start(ctx context.Context, h *host, withLoad, fresh bool) erro
 	for _, a := range c.s.nw.hosts {
 		cfg.Hosts = append(cfg.Hosts, a.ip.String())
 	}
+	if c.sc.settings(h).SnapshotInterval > 0 { // the host's own, for this scenario
+		cfg.DataDir = filepath.Join(filepath.Dir(c.s.nodeFile), "data", c.sc.name, h.String())
+	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return err
@@ -153,6 +157,31 @@ func (c *cluster) leave(ctx context.Context, h *host) error {
 	_, err := p.call(ctx, command{Cmd: cmdLeave}, stopTimeout)
 	p.close(10 * time.Second)
 	return err
+}
+
+// leaveAll has the nodes of hosts leave at the same moment, as a whole
+// cluster stopped for a redeploy, and waits for every process to exit. It
+// returns what each Leave answered: with no member staying, a hand-off
+// may not finish, which is no fault.
+func (c *cluster) leaveAll(ctx context.Context, hosts []*host) []error {
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		p := c.procs[h.num]
+		if p == nil {
+			errs[i] = fmt.Errorf("%s: no process to leave", h)
+			continue
+		}
+		delete(c.procs, h.num)
+		wg.Go(func() {
+			if _, err := p.call(ctx, command{Cmd: cmdLeave}, stopTimeout); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", h, err)
+			}
+			p.close(10 * time.Second)
+		})
+	}
+	wg.Wait()
+	return slices.DeleteFunc(errs, func(err error) bool { return err == nil })
 }
 
 // running returns the hosts that have a process, in host order.

@@ -129,6 +129,9 @@ func startNode(raw string, ns nodeSettings, out *reporter) (*nodeProcess, error)
 		Insecure: true,
 	}
 	ns.apply(&gcfg)
+	if ns.SnapshotInterval > 0 {
+		gcfg.DataDir = cfg.DataDir
+	}
 	node, err := ghost.Join(ctx, gcfg)
 	if err != nil {
 		return nil, err
@@ -204,7 +207,7 @@ func (np *nodeProcess) do(cmd command) (reply message, leave bool) {
 // whether pairs expired. They are this node's alone, where
 // WatchdogMetrics would ask every member.
 func nodeStats(node *ghost.Node) map[string]float64 {
-	figures := []string{statPairs, statEvictions, statExpired}
+	figures := []string{statPairs, statEvictions, statExpired, statSnapshot, statRestored}
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(node.Collector()); err != nil {
 		return nil

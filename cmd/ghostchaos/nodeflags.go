@@ -23,6 +23,10 @@ type nodeSettings struct {
 	MaxKeys         int           // -max-keys: Config.MaxKeys; a small one keeps the cache full
 	CrawlerInterval time.Duration // -crawler-interval: Config.CrawlerInterval, which also drops old tombstones
 	ClockOffset     time.Duration // -clock-offset: the node's clock runs this far ahead (behind, when negative)
+	// SnapshotInterval (-snapshot-interval) gives the node a DataDir of
+	// its own, the host's for the scenario (nodeConfig.DataDir), and
+	// writes its snapshot this often: warm restarts.
+	SnapshotInterval time.Duration
 }
 
 // flagSet binds the settings to a flag set.
@@ -34,6 +38,7 @@ func (ns *nodeSettings) flagSet(output io.Writer) *flag.FlagSet {
 	fs.IntVar(&ns.MaxKeys, "max-keys", 0, "most pairs the node holds before it evicts (Config.MaxKeys; 0: the default)")
 	fs.DurationVar(&ns.CrawlerInterval, "crawler-interval", 0, "how often expired pairs and old tombstones are removed (Config.CrawlerInterval; 0: the default)")
 	fs.DurationVar(&ns.ClockOffset, "clock-offset", 0, "the node's clock (Config.Clock) runs this far ahead of the host's; negative: behind")
+	fs.DurationVar(&ns.SnapshotInterval, "snapshot-interval", 0, "keep the partitions in the host's DataDir, written this often (Config.SnapshotInterval; 0: no DataDir)")
 	return fs
 }
 
@@ -47,7 +52,7 @@ func parseNodeFlags(args []string, output io.Writer) (nodeSettings, error) {
 	switch {
 	case fs.NArg() > 0:
 		return ns, fmt.Errorf("node flags: unexpected arguments %q", fs.Args())
-	case ns.Replicas < 0 || ns.MaxKeys < 0 || ns.TombstoneTTL < 0 || ns.CrawlerInterval < 0:
+	case ns.Replicas < 0 || ns.MaxKeys < 0 || ns.TombstoneTTL < 0 || ns.CrawlerInterval < 0 || ns.SnapshotInterval < 0:
 		return ns, fmt.Errorf("node flags: negative setting in %+v", ns)
 	}
 	return ns, nil
@@ -71,6 +76,9 @@ func (ns nodeSettings) args() []string {
 	}
 	if ns.ClockOffset != 0 {
 		out = append(out, "-clock-offset", ns.ClockOffset.String())
+	}
+	if ns.SnapshotInterval != 0 {
+		out = append(out, "-snapshot-interval", ns.SnapshotInterval.String())
 	}
 	return out
 }
@@ -110,6 +118,7 @@ func (ns nodeSettings) apply(cfg *ghost.Config) {
 	cfg.TombstoneTTL = ns.TombstoneTTL
 	cfg.MaxKeys = ns.MaxKeys
 	cfg.CrawlerInterval = ns.CrawlerInterval
+	cfg.SnapshotInterval = ns.SnapshotInterval
 	if off := ns.ClockOffset; off != 0 {
 		// The node's own clock only: versions, TTL deadlines and
 		// tombstone ages. The clients in the process, and the suite,

@@ -19,6 +19,7 @@ type nodeConfig struct {
 	Subnet   string   `json:"subnet"`    // the suite's subnet
 	Hosts    []string `json:"hosts"`     // every host IP of the run: the address guard
 	Verbose  bool     `json:"verbose"`   // node logs to stderr
+	DataDir  string   `json:"data_dir,omitempty"` // the node's Config.DataDir, with -snapshot-interval
 }
 
 // Commands a node process obeys.
@@ -109,6 +110,8 @@ type message struct {
 const (
 	statPairs     = "ghost_pairs"
 	statEvictions = "ghost_evictions_total"
+	statSnapshot  = "ghost_snapshot_timestamp_seconds"
+	statRestored  = "ghost_restored_pairs"
 	statExpired   = "ghost_expired_total"
 )
 
