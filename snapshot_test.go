@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // dataDirs gives each of size nodes a DataDir of its own: tune(i, cfg)
@@ -368,4 +372,95 @@ func TestAnOlderSnapshotBringsNothingBack(t *testing.T) {
 			checkLedger(t, c, l, &load{})
 		})
 	}
+}
+
+// BenchmarkSnapshot measures a node of 1M pairs of 100 bytes (set
+// GHOST_SNAPSHOT_PAIRS for another count): writing its snapshot, restoring
+// it (reading the file and merging every pair back, alone), and Gets with
+// and without snapshots written all along.
+func BenchmarkSnapshot(b *testing.B) {
+	pairs := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("GHOST_SNAPSHOT_PAIRS")); err == nil && v > 0 {
+		pairs = v
+	}
+	dir := b.TempDir()
+	cfg := testConfig(NewMemNetwork())
+	cfg.DataDir, cfg.SnapshotInterval, cfg.MaxBytes = dir, time.Hour, 4<<30
+	n, err := Join(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	value, _ := msgpack.Marshal(strings.Repeat("v", 97)) // 100 bytes encoded
+	keys := make([]string, pairs)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%09d", i)
+		n.store.set(n.partitionOf(keys[i]), keys[i], value, 0, false)
+	}
+	b.Run("write", func(b *testing.B) {
+		for b.Loop() {
+			if err := n.writeSnapshot(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(pairs)*float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+		b.ReportMetric(float64(n.snapshots.bytes.Load())/float64(pairs), "B/pair")
+	})
+	n.Close()
+	b.Run("restore", func(b *testing.B) {
+		for b.Loop() {
+			m, err := Join(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.WaitSafe(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			if got := m.store.len(); got != int64(pairs) {
+				b.Fatalf("restored %d pairs of %d", got, pairs)
+			}
+			b.StopTimer()
+			m.halt()
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(pairs)*float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+	})
+	m, err := Join(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.halt()
+	if err := m.WaitSafe(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	gets := func(b *testing.B) {
+		ctx := context.Background()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				if _, err := m.Get(ctx, keys[i%len(keys)]); err != nil {
+					b.Fatal(err)
+				}
+				i += 7919
+			}
+		})
+	}
+	b.Run("gets", gets)
+	b.Run("gets while snapshotting", func(b *testing.B) {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_ = m.writeSnapshot()
+				}
+			}
+		}()
+		gets(b)
+		close(stop)
+		<-done
+	})
 }

@@ -12,13 +12,13 @@ import (
 
 // nodeConfig is what a node process starts with, as JSON after -node.
 type nodeConfig struct {
-	Host     int      `json:"host"`      // host number, from 1
-	Epoch    int      `json:"epoch"`     // unique per node process of a run: orders the writes of a restarted writer
-	Addr     string   `json:"addr"`      // ip:7991
-	NodeFile string   `json:"node_file"` // the node list: IP addresses only
-	Subnet   string   `json:"subnet"`    // the suite's subnet
-	Hosts    []string `json:"hosts"`     // every host IP of the run: the address guard
-	Verbose  bool     `json:"verbose"`   // node logs to stderr
+	Host     int      `json:"host"`               // host number, from 1
+	Epoch    int      `json:"epoch"`              // unique per node process of a run: orders the writes of a restarted writer
+	Addr     string   `json:"addr"`               // ip:7991
+	NodeFile string   `json:"node_file"`          // the node list: IP addresses only
+	Subnet   string   `json:"subnet"`             // the suite's subnet
+	Hosts    []string `json:"hosts"`              // every host IP of the run: the address guard
+	Verbose  bool     `json:"verbose"`            // node logs to stderr
 	DataDir  string   `json:"data_dir,omitempty"` // the node's Config.DataDir, with -snapshot-interval
 }
 
