@@ -98,7 +98,11 @@ func TestNoMoreServers(t *testing.T) {
 		}
 	}
 	for _, j := range tb.owners[from.partitionOf(k)] {
-		c.net.Isolate(tb.members[j].addr)
+		addr := tb.members[j].addr
+		c.net.Isolate(addr)
+		// Healed before the cluster closes (cleanups run last first): a
+		// node cut off would wait out CloseTimeout for its hand-off.
+		t.Cleanup(func() { c.net.Heal(addr) })
 	}
 	if _, err := from.Get(ctx, k); !errors.Is(err, ErrNoMoreServers) {
 		t.Fatalf("Get with every server cut off: %v", err)

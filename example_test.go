@@ -418,3 +418,43 @@ func ExampleFastGossip() {
 	fmt.Println(cfg.Gossip != nil)
 	// Output: true
 }
+
+// A node with a DataDir comes back warm: what it held when it left is
+// offered back to the cluster by the next Join on the same directory. Here
+// a cluster of one stops and starts again.
+func ExampleConfig_dataDir() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "ghostdb-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := ghost.Config{Addr: "127.0.0.1:0", DataDir: dir}
+
+	node, err := ghost.Join(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := node.Put(ctx, "config:v2", "blue-green", ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+	if err := node.Close(); err != nil { // writes the last snapshot
+		log.Fatal(err)
+	}
+
+	node, err = ghost.Join(ctx, cfg) // a new process, on the same DataDir
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+	if err := node.WaitSafe(ctx); err != nil { // the snapshot is restored
+		log.Fatal(err)
+	}
+	it, err := node.Get(ctx, "config:v2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(it.Value)
+	// Output:
+	// blue-green
+}

@@ -484,9 +484,12 @@ func (n *Node) Leave(ctx context.Context) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	timeout := time.Second
+	// The leave broadcast reaches live peers in milliseconds; with every
+	// member leaving at once (a whole cluster stopped) no one is left to
+	// hear it, and memberlist waits for the whole timeout.
+	timeout := leaveBroadcast
 	if d, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(d), 100*time.Millisecond)
+		timeout = min(max(time.Until(d), 100*time.Millisecond), leaveBroadcast)
 	}
 	err := n.ml.Leave(timeout)
 	n.shutdown()
@@ -505,6 +508,9 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 	return nil
 }
+
+// leaveBroadcast bounds Leave's wait for its news to go out by gossip.
+const leaveBroadcast = 2 * time.Second
 
 // handOff announces that this node is leaving and waits until the table
 // no longer gives it any partition, or ctx ends.

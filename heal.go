@@ -137,6 +137,9 @@ func (n *Node) serveMerge(req *request, c *chunk) response {
 	for _, d := range dropped {
 		n.noteEviction(c.partition, d.key, d.version)
 	}
+	if len(t.copiesOf(c.partition)) == 0 {
+		return response{id: req.id, tver: t.version}
+	}
 	var g errgroup.Group
 	g.SetLimit(mergeCopiers)
 	for _, pc := range n.store.copies(c.partition, keys, false) {
