@@ -103,6 +103,12 @@ type Config struct {
 	// other nodes hold it. Default 10 seconds.
 	SnapshotInterval time.Duration
 
+	// LoadTimeout bounds how long the callers of GetOrLoad wait for
+	// another caller's load of the same key when that caller vanishes
+	// without a word (its process died); then one of them loads. A load
+	// that takes longer may run twice. Default 10 seconds.
+	LoadTimeout time.Duration
+
 	// CloseTimeout bounds the hand-off of Close (see Node.Leave).
 	// Default 30 seconds.
 	CloseTimeout time.Duration
@@ -304,6 +310,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.TombstoneTTL, 5*time.Minute)
 	setDefault(&c.CloseTimeout, 30*time.Second)
 	setDefault(&c.SnapshotInterval, 10*time.Second)
+	setDefault(&c.LoadTimeout, 10*time.Second)
 	setDefault(&c.MaxKeys, math.MaxInt)
 	setDefault(&c.MaxBytes, 256<<20)
 	setDefault(&c.MaxValueSize, 1<<20)

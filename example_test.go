@@ -458,3 +458,55 @@ func ExampleConfig_dataDir() {
 	// Output:
 	// blue-green
 }
+
+// GetOrLoad is cache-aside in one call, and one load per key in the whole
+// cluster: however many goroutines, on however many nodes, miss a key at
+// once, one of them runs the loader and the others wait for its value.
+func ExampleNode_GetOrLoad() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	loadPrice := func(ctx context.Context, key string) (any, time.Duration, error) {
+		fmt.Println("loading", key)
+		return 3116.42, 5 * time.Minute, nil // a slow database query, in a real program
+	}
+	for range 2 {
+		it, err := node.GetOrLoad(ctx, "price:AMZN", loadPrice)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(it.Value)
+	}
+	// Output:
+	// loading price:AMZN
+	// 3116.42
+	// 3116.42
+}
+
+// GetOrLoadAs loads and returns a typed value.
+func ExampleGetOrLoadAs() {
+	ctx := context.Background()
+	node, err := ghost.Join(ctx, ghost.Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer node.Close()
+
+	type user struct {
+		Name  string
+		Admin bool
+	}
+	u, err := ghost.GetOrLoadAs(ctx, node, "user:42", func(ctx context.Context, key string) (user, time.Duration, error) {
+		return user{Name: "Ada", Admin: true}, time.Hour, nil // from the users table
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%+v\n", u)
+	// Output:
+	// {Name:Ada Admin:true}
+}

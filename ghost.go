@@ -171,6 +171,7 @@ type Node struct {
 	catchingUp   atomic.Bool  // catchUp is running
 	snapshots    snapshots    // the DataDir: snapshots and warm restart (snapshot.go)
 	merges       mergeSessions
+	loads        loadLeases // GetOrLoad's leases, of the partitions this node is the primary of (load.go)
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes

@@ -121,8 +121,18 @@ func (n *Node) pingForLease(term time.Duration) {
 			cancel()
 			l.mu.Lock()
 			// The answer must come from the member itself, not from a
-			// process started since on its address.
-			renewed := err == nil && resp.status == statusOK && resp.msg == m.name && sent.After(l.answered[m.name])
+			// process started since on its address, and from a member
+			// that has not moved on to a newer table: a node back from a
+			// split must not serve reads from its old copies, by its old
+			// table, before it has caught up (found by ghostchaos
+			// partcoord: a Delete answered NOT_FOUND by the former
+			// coordinator, from its copy of before the split).
+			answered := err == nil && resp.status == statusOK && resp.msg == m.name
+			if answered && resp.tver > n.table.Load().version {
+				n.learnVersion(resp.tver)
+				answered = false
+			}
+			renewed := answered && sent.After(l.answered[m.name])
 			if renewed {
 				l.answered[m.name] = sent
 			}

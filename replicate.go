@@ -70,8 +70,11 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		// below.
 	} else if req.op == OpDelete {
 		done, wrote = n.store.deleteLocked(pt, req.key, version)
+	} else if req.op == opLoadFill && n.store.newerThanLocked(pt, req.key, req.ver) {
+		// A write of the key since the lease was granted wins over the
+		// load (load.go).
 	} else {
-		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op == OpAdd)
+		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op != OpPut)
 		wrote = done
 	}
 	if !retry {
@@ -105,6 +108,11 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		}
 	}
 	if !wrote {
+		// The answer rests on this node's copy alone, as a read's does: it
+		// needs the read lease (lease.go).
+		if !n.awaitLease(ctx) {
+			return response{id: req.id, status: statusNoQuorum, tver: t.version}
+		}
 		return resp
 	}
 	// The copy carries the request's id and outcome: a retry that finds a

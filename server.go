@@ -90,7 +90,7 @@ func (n *Node) serveCache(conn net.Conn) {
 // then (readMayWait).
 func mayWait(req *request) bool {
 	switch req.op {
-	case OpPut, OpAdd, OpDelete, OpFlush, opTransfer, opBatch:
+	case OpPut, OpAdd, OpDelete, OpFlush, opTransfer, opBatch, opLoad, opLoadFill:
 		return true
 	}
 	return false
@@ -139,6 +139,9 @@ const (
 	opReady                    // primary → coordinator: a transfer is done
 	opDigest                   // anti-entropy: compare a partition's summary
 	opBatch                    // many keys of one op (batch.go)
+	opLoad                     // GetOrLoad: the value, or the key's load lease (load.go)
+	opLoadFill                 // the lease holder's loaded value
+	opLoadRelease              // a lease ends without a value
 )
 
 // handlers serve each op; an op without one is answered with an error.
@@ -158,6 +161,9 @@ var handlers = map[Op]func(n *Node, ctx context.Context, req *request) response{
 	opReady:           (*Node).serveReady,
 	opDigest:          (*Node).serveDigest,
 	opBatch:           (*Node).serveBatch,
+	opLoad:            (*Node).serveLoad,
+	opLoadFill:        (*Node).serveStore,
+	opLoadRelease:     (*Node).serveLoadRelease,
 }
 
 // serve executes a request on this node. Forwarded requests and local ones
@@ -225,7 +231,11 @@ func (n *Node) serveStore(ctx context.Context, req *request) response {
 	if err := checkValue(req.value); err != nil {
 		return refuseValue(req.id, err)
 	}
-	return n.serveWrite(ctx, req)
+	resp := n.serveWrite(ctx, req)
+	if req.op == opLoadFill && resp.status != statusWrongOwner && resp.status != statusStale {
+		n.loads.resolve(req.key, req.ver, "") // stored or not, the waiters read again
+	}
+	return resp
 }
 
 func (n *Node) serveDelete(ctx context.Context, req *request) response {

@@ -227,6 +227,13 @@ func (s *store) setLocked(pt *partition, key string, value []byte, expires int64
 	return true
 }
 
+// newerThanLocked reports whether pt, whose lock is held, holds an entry
+// of key (a pair or a tombstone) newer than version.
+func (s *store) newerThanLocked(pt *partition, key string, version uint64) bool {
+	e := pt.load(key)
+	return e != nil && e.version > version
+}
+
 // deleteLocked replaces key's pair in pt, whose lock is held, with a
 // tombstone of the given version, and reports whether a live pair was
 // there, and whether it wrote a tombstone. A key with no pair gets one too:

@@ -89,6 +89,14 @@ const (
 	// statusNoQuorum: the responder is cut off from a majority of its
 	// table and answers no reads or writes (Config.StaleReads).
 	statusNoQuorum
+	// statusLoadYours: the key's load lease is the caller's (load.go); its
+	// version, 8 bytes big-endian, is the reply's value.
+	statusLoadYours
+	// statusLoadFailed: the loader of the lease the caller waited for
+	// failed; msg is its error.
+	statusLoadFailed
+	// statusLoadWait: another caller's load is still running; ask again.
+	statusLoadWait
 )
 
 type request struct {
@@ -134,6 +142,12 @@ func (r response) result() (response, error) {
 		return r, fmt.Errorf("%w (said the owner): %s", ErrBadValue, r.msg)
 	case statusNoQuorum:
 		return r, ErrNoQuorum
+	case statusLoadYours:
+		return r, errLoadYours
+	case statusLoadWait:
+		return r, errLoadWait
+	case statusLoadFailed:
+		return r, fmt.Errorf("%w (another caller's): %s", ErrLoad, r.msg)
 	}
 	return r, fmt.Errorf("ghost: peer error: %s", r.msg)
 }
