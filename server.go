@@ -132,16 +132,16 @@ func (w *replyWriter) send(resp *response, flush bool) bool {
 
 // The ops nodes use among themselves; the public Ops are numbered below.
 const (
-	opReplicate Op = 64 + iota // a copy of a write, primary → holder
-	opTransfer                 // a chunk of a partition, primary → holder
-	opTableGet                 // fetch the partition table
-	opTablePush                // coordinator → member: a new table
-	opReady                    // primary → coordinator: a transfer is done
-	opDigest                   // anti-entropy: compare a partition's summary
-	opBatch                    // many keys of one op (batch.go)
-	opLoad                     // GetOrLoad: the value, or the key's load lease (load.go)
-	opLoadFill                 // the lease holder's loaded value
-	opLoadRelease              // a lease ends without a value
+	opReplicate   Op = 64 + iota // a copy of a write, primary → holder
+	opTransfer                   // a chunk of a partition, primary → holder
+	opTableGet                   // fetch the partition table
+	opTablePush                  // coordinator → member: a new table
+	opReady                      // primary → coordinator: a transfer is done
+	opDigest                     // anti-entropy: compare a partition's summary
+	opBatch                      // many keys of one op (batch.go)
+	opLoad                       // GetOrLoad: the value, or the key's load lease (load.go)
+	opLoadFill                   // the lease holder's loaded value
+	opLoadRelease                // a lease ends without a value
 )
 
 // handlers serve each op; an op without one is answered with an error.
