@@ -103,6 +103,14 @@ type Config struct {
 	// other nodes hold it. Default 10 seconds.
 	SnapshotInterval time.Duration
 
+	// RefreshAhead, when set, has GetOrLoad reload a key before its TTL
+	// runs out: a call that finds the key's pair with less than this left
+	// to live gets it, and runs the loader in the background to replace
+	// it, once in the whole cluster, while every caller keeps reading the
+	// current pair. A hot key then never expires into a miss. Default 0:
+	// off. With it, GetOrLoad always asks the key's primary.
+	RefreshAhead time.Duration
+
 	// LoadTimeout bounds how long the callers of GetOrLoad wait for
 	// another caller's load of the same key when that caller vanishes
 	// without a word (its process died); then one of them loads. A load
@@ -346,7 +354,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
-	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0:
+	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0:
 		return c, fmt.Errorf("ghost: negative timeout in Config")
 	case c.PartitionCount > 65535:
 		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)

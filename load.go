@@ -44,6 +44,13 @@ var ErrLoad = errors.New("ghost: the loader failed")
 // errLoadYours: the primary granted this caller the key's load lease.
 var errLoadYours = errors.New("ghost: load lease granted")
 
+// errLoadRefresh: the primary returned the key's value with its load
+// lease, to refresh it ahead of its expiry (Config.RefreshAhead).
+var errLoadRefresh = errors.New("ghost: refresh lease granted")
+
+// fillRefresh marks a fill that refreshes a live pair: it replaces it.
+const fillRefresh = 1
+
 // errLoadWait: another caller's load of the key is still running; ask
 // again. A call waits at the primary for at most half of RequestTimeout at
 // a time, so that no connection holds a call long enough for its reaper
@@ -92,8 +99,10 @@ func GetOrLoadAs[T any](ctx context.Context, n *Node, key string, load func(ctx 
 }
 
 func (n *Node) getOrLoad(ctx context.Context, key string, load Loader) ([]byte, error) {
-	if raw, err := n.read(ctx, key); !errors.Is(err, ErrCacheMiss) {
-		return raw, err
+	if n.cfg.RefreshAhead == 0 {
+		if raw, err := n.read(ctx, key); !errors.Is(err, ErrCacheMiss) {
+			return raw, err
+		}
 	}
 	for {
 		resp, err := n.route(ctx, &request{op: opLoad, key: key, rid: n.requestIDs.id()})
@@ -103,13 +112,18 @@ func (n *Node) getOrLoad(ctx context.Context, key string, load Loader) ([]byte, 
 		if cerr := ctx.Err(); err != nil && cerr != nil {
 			return nil, cerr
 		}
+		if errors.Is(err, errLoadRefresh) && len(resp.value) >= 8 {
+			grant, raw := binary.BigEndian.Uint64(resp.value), resp.value[8:]
+			n.refresh(key, grant, load)
+			return raw, nil
+		}
 		if !errors.Is(err, errLoadYours) {
 			return resp.value, err
 		}
 		if len(resp.value) != 8 {
 			return nil, fmt.Errorf("ghost: a load lease without its version (%d bytes)", len(resp.value))
 		}
-		raw, stored, err := n.runLoad(ctx, key, binary.BigEndian.Uint64(resp.value), load)
+		raw, stored, err := n.runLoad(ctx, key, binary.BigEndian.Uint64(resp.value), 0, load)
 		if err != nil || stored {
 			return raw, err
 		}
@@ -120,7 +134,7 @@ func (n *Node) getOrLoad(ctx context.Context, key string, load Loader) ([]byte, 
 // runLoad runs load as the holder of key's lease granted at version
 // grant, and stores its value. stored is false when a write of the key
 // came first; the lease is then resolved, and the caller reads again.
-func (n *Node) runLoad(ctx context.Context, key string, grant uint64, load Loader) (raw []byte, stored bool, err error) {
+func (n *Node) runLoad(ctx context.Context, key string, grant uint64, fill uint8, load Loader) (raw []byte, stored bool, err error) {
 	value, ttl, err := callLoader(ctx, key, load)
 	if err == nil {
 		ttl, err = n.checkTTL(ttl)
@@ -139,7 +153,7 @@ func (n *Node) runLoad(ctx context.Context, key string, grant uint64, load Loade
 		}
 		return nil, false, err
 	}
-	_, err = n.route(ctx, &request{op: opLoadFill, key: key, value: raw, ttl: int64(ttl), ver: grant, rid: n.requestIDs.id()})
+	_, err = n.route(ctx, &request{op: opLoadFill, key: key, value: raw, ttl: int64(ttl), ver: grant, rid: n.requestIDs.id(), flags: fill})
 	switch {
 	case errors.Is(err, ErrNotStored):
 		return nil, false, nil
@@ -150,6 +164,26 @@ func (n *Node) runLoad(ctx context.Context, key string, grant uint64, load Loade
 		n.log.Warn("ghost: could not store a loaded value", "key", key, "err", err)
 	}
 	return raw, true, nil
+}
+
+// refresh runs load in the background as the holder of key's refresh
+// lease granted at grant, within LoadTimeout, and replaces the pair with
+// its value unless a write of the key came first.
+func (n *Node) refresh(key string, grant uint64, load Loader) {
+	n.goBackground(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.LoadTimeout)
+		defer cancel()
+		go func() { // the node closing ends the refresh
+			select {
+			case <-n.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if _, _, err := n.runLoad(ctx, key, grant, fillRefresh, load); err != nil {
+			n.log.Warn("ghost: could not refresh a key ahead of its expiry", "key", key, "err", err)
+		}
+	})
 }
 
 // callLoader calls load, turning a panic into an error.
@@ -240,6 +274,9 @@ func (n *Node) serveLoad(ctx context.Context, req *request) response {
 			return response{id: req.id, status: statusNoQuorum, tver: t.version}
 		}
 		if v, ok := n.readLocal(ctx, p, h, req.key); ok {
+			if resp, refresh := n.offerRefresh(req, p, t, v); refresh {
+				return resp
+			}
 			return response{id: req.id, value: v, tver: t.version}
 		}
 		grant := n.store.versions.next()
@@ -274,6 +311,25 @@ func (n *Node) serveLoad(ctx context.Context, req *request) response {
 			return response{id: req.id, status: statusLoadFailed, msg: l.failed, tver: t.version}
 		}
 	}
+}
+
+// offerRefresh lends the caller of a load that found value v the key's
+// lease to refresh it, when the pair has less than RefreshAhead to live
+// and no one holds the lease.
+func (n *Node) offerRefresh(req *request, p int, t *table, v []byte) (response, bool) {
+	if n.cfg.RefreshAhead == 0 {
+		return response{}, false
+	}
+	expires := n.store.expiresOf(p, req.key)
+	if expires == 0 || expires-n.store.now() > int64(n.cfg.RefreshAhead) {
+		return response{}, false
+	}
+	l, mine := n.loads.claim(req.key, req.rid, n.store.versions.next(), time.Now().Add(n.cfg.LoadTimeout))
+	if !mine {
+		return response{}, false
+	}
+	value := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(v)), l.grant)
+	return response{id: req.id, status: statusLoadRefresh, value: append(value, v...), tver: t.version}, true
 }
 
 func isClosed(c chan struct{}) bool {

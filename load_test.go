@@ -297,3 +297,44 @@ func TestGetOrLoadAs(t *testing.T) {
 		t.Fatalf("GetAs after the load: %+v, %v", again, err)
 	}
 }
+
+// TestGetOrLoadRefreshesAhead: a key read within RefreshAhead of its
+// expiry is reloaded once, in the background, while every caller on every
+// node keeps reading the current value: it never reads as a miss.
+func TestGetOrLoadRefreshesAhead(t *testing.T) {
+	c := newCluster(t, 3, false, func(cfg *Config) { cfg.RefreshAhead = time.Second })
+	ctx := context.Background()
+	key := c.keyOwnedBy(c.nodes[1], "hot")
+	var loads atomic.Int64
+	load := func(context.Context, string) (any, time.Duration, error) {
+		return fmt.Sprint("v", loads.Add(1)), 1500 * time.Millisecond, nil
+	}
+	if it, err := c.nodes[0].GetOrLoad(ctx, key, load); err != nil || it.Value != "v1" {
+		t.Fatalf("first load: %v, %v", it.Value, err)
+	}
+	// Read from every node until the refreshed value shows: v1 all along
+	// (v1 has 1.5 s to live; the refresh starts in its last second).
+	waitFor(t, 10*time.Second, func() error {
+		var wg sync.WaitGroup
+		seen := make([]any, len(c.nodes))
+		for i, n := range c.nodes {
+			wg.Go(func() {
+				it, err := n.GetOrLoad(ctx, key, load)
+				if err != nil {
+					t.Errorf("GetOrLoad via %s: %v", n.Addr(), err)
+				}
+				seen[i] = it.Value
+			})
+		}
+		wg.Wait()
+		for _, v := range seen {
+			if v != "v2" {
+				return fmt.Errorf("read %v", seen)
+			}
+		}
+		return nil
+	})
+	if n := loads.Load(); n != 2 {
+		t.Fatalf("%d loads, want the first and one refresh", n)
+	}
+}

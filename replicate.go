@@ -74,7 +74,10 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		// A write of the key since the lease was granted wins over the
 		// load (load.go).
 	} else {
-		done = n.store.setLocked(pt, req.key, req.value, expires, version, req.op != OpPut)
+		// An Add, and a load's fill, store only where no pair is; a
+		// refresh replaces the pair it refreshes.
+		onlyIfAbsent := req.op == OpAdd || req.op == opLoadFill && req.flags&fillRefresh == 0
+		done = n.store.setLocked(pt, req.key, req.value, expires, version, onlyIfAbsent)
 		wrote = done
 	}
 	if !retry {

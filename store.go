@@ -191,6 +191,15 @@ func (s *store) getHashed(ctx context.Context, p int, h uint64, key string) ([]b
 	return e.value, true
 }
 
+// expiresOf returns when key's pair in partition p expires, as a reader
+// sees it (0: never, or no pair).
+func (s *store) expiresOf(p int, key string) int64 {
+	if e := visible(s.parts[p].load(key)); e != nil && !e.tombstone {
+		return e.expires
+	}
+	return 0
+}
+
 // expire removes e, which a reader found expired, unless a write has
 // replaced it meanwhile.
 func (s *store) expire(pt *partition, e *entry) {

@@ -97,6 +97,10 @@ const (
 	statusLoadFailed
 	// statusLoadWait: another caller's load is still running; ask again.
 	statusLoadWait
+	// statusLoadRefresh: the key's value, and its load lease to refresh
+	// it ahead of its expiry: the lease's version (8 bytes, big-endian),
+	// then the value, in the reply's value.
+	statusLoadRefresh
 )
 
 type request struct {
@@ -146,6 +150,8 @@ func (r response) result() (response, error) {
 		return r, errLoadYours
 	case statusLoadWait:
 		return r, errLoadWait
+	case statusLoadRefresh:
+		return r, errLoadRefresh
 	case statusLoadFailed:
 		return r, fmt.Errorf("%w (another caller's): %s", ErrLoad, r.msg)
 	}
