@@ -180,6 +180,7 @@ type Node struct {
 	gossipMu    sync.Mutex
 	gossipPeers map[string]peer
 	goneAt      map[string]time.Time // when each peer left gossipPeers, for heldBack (lease.go)
+	backAt      map[string]time.Time // when a peer called gone came back, for vouchesFor (lease.go)
 	peerCount   atomic.Int32         // len(gossipPeers), read without the lock
 	probeWait   time.Duration        // how long a member gossip calls gone gets to answer us (membership.go)
 
@@ -230,6 +231,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		receiving:    receiveState{sessions: map[int]*receiveSession{}},
 		gossipPeers:  make(map[string]peer),
 		goneAt:       make(map[string]time.Time),
+		backAt:       make(map[string]time.Time),
 		frameBudget:  frameBudgetFor(cfg.MaxFrameSize),
 		done:         make(chan struct{}),
 	}

@@ -116,3 +116,33 @@ func TestLeaseNeedsAMajority(t *testing.T) {
 		return nil
 	})
 }
+
+// TestVouchesOnlyForLiveMembersOnProbation: a member's ping counts toward
+// another's lease only while the other is in its table, alive to its
+// gossip, and not back from the dead for less than a lease term.
+func TestVouchesOnlyForLiveMembersOnProbation(t *testing.T) {
+	c := newCluster(t, 3, false)
+	n, other := c.nodes[0], c.nodes[1]
+	ping := func(name string) bool {
+		resp := n.servePing(context.Background(), &request{op: OpPing, key: name})
+		return len(resp.value) == 0
+	}
+	if !ping(other.name) {
+		t.Fatal("no vouch for a live member")
+	}
+	if ping("127.0.0.1:1#gone") {
+		t.Fatal("a vouch for a stranger")
+	}
+	n.gossipMu.Lock()
+	n.backAt[other.name] = time.Now()
+	n.gossipMu.Unlock()
+	if ping(other.name) {
+		t.Fatal("a vouch for a member back from the dead this moment")
+	}
+	n.gossipMu.Lock()
+	n.backAt[other.name] = time.Now().Add(-n.leaseTerm())
+	n.gossipMu.Unlock()
+	if !ping(other.name) {
+		t.Fatal("no vouch a lease term after its return")
+	}
+}

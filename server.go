@@ -257,7 +257,11 @@ func (n *Node) serveFlush(_ context.Context, req *request) response {
 // servePing answers with this node's name, so that a member probing it
 // directly (membership.go) knows who answered.
 func (n *Node) servePing(_ context.Context, req *request) response {
-	return response{id: req.id, tver: n.table.Load().version, msg: n.name}
+	resp := response{id: req.id, tver: n.table.Load().version, msg: n.name}
+	if req.key != "" && !n.vouchesFor(req.key) { // a lease ping, naming its sender
+		resp.value = notVouched
+	}
+	return resp
 }
 
 func (n *Node) serveMetrics(_ context.Context, req *request) response {
