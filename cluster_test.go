@@ -403,9 +403,15 @@ func (c *cluster) startAt(i int, addr string, tune ...func(*Config)) *Node {
 	for _, f := range tune {
 		f(&cfg)
 	}
+	return c.joinAt(i, cfg)
+}
+
+// joinAt starts a node of cfg in slot i.
+func (c *cluster) joinAt(i int, cfg Config) *Node {
+	c.t.Helper()
 	n, err := Join(context.Background(), cfg)
 	if err != nil {
-		c.t.Fatalf("Join on %s: %v", addr, err)
+		c.t.Fatalf("Join on %s: %v", cfg.Addr, err)
 	}
 	c.mu.Lock()
 	c.nodes[i] = n
@@ -438,13 +444,7 @@ func (c *cluster) restartAll(crash bool, tune func(i int, cfg *Config)) {
 		cfg.Addr = addr
 		cfg.Peers = slices.Delete(slices.Clone(addrs), i, i+1)
 		tune(i, &cfg)
-		n, err := Join(context.Background(), cfg)
-		if err != nil {
-			c.t.Fatalf("Join on %s: %v", addr, err)
-		}
-		c.mu.Lock()
-		c.nodes[i] = n
-		c.mu.Unlock()
+		c.joinAt(i, cfg)
 	}
 	c.waitConverged()
 }

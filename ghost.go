@@ -315,6 +315,11 @@ func (n *Node) awaitTable(ctx context.Context) {
 // Get returns the pair stored under key, or ErrCacheMiss.
 func (n *Node) Get(ctx context.Context, key string) (Item, error) {
 	raw, err := n.read(ctx, key)
+	return itemOf(key, raw, err)
+}
+
+// itemOf is the Item of key's encoded value raw, read with err.
+func itemOf(key string, raw []byte, err error) (Item, error) {
 	if err != nil {
 		return Item{Key: key}, err
 	}

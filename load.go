@@ -72,14 +72,7 @@ const (
 // value is not stored, and the call reads the key again.
 func (n *Node) GetOrLoad(ctx context.Context, key string, load Loader) (Item, error) {
 	raw, err := n.getOrLoad(ctx, key, load)
-	if err != nil {
-		return Item{Key: key}, err
-	}
-	v, err := decodeValue(raw)
-	if err != nil {
-		return Item{Key: key}, fmt.Errorf("ghost: decode value of %q: %w", key, err)
-	}
-	return Item{Key: key, Value: v, raw: raw}, nil
+	return itemOf(key, raw, err)
 }
 
 // GetOrLoadAs is GetOrLoad for a value of type T, as GetAs is Get's: the
