@@ -43,6 +43,15 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if n.refuses(req.op) {
 		return response{id: req.id, status: statusNoQuorum, tver: n.table.Load().version}
 	}
+	// A primary decides a write only while it holds its read lease
+	// (lease.go), as it serves reads: one without it may be back from a
+	// pause or a split with a table the others have left, and copies that
+	// have not caught up yet would take its decision, made on its old
+	// copy: a NOT_FOUND or NOT_STORED from a value long gone, or an old
+	// value restamped over a newer one (ghostchaos partcoord, pause).
+	if !n.awaitLease(ctx) {
+		return response{id: req.id, status: statusNoQuorum, tver: n.table.Load().version}
+	}
 	var expires int64
 	if req.op != OpDelete && req.ttl > 0 {
 		expires = n.store.now() + req.ttl
@@ -111,11 +120,6 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		}
 	}
 	if !wrote {
-		// The answer rests on this node's copy alone, as a read's does: it
-		// needs the read lease (lease.go).
-		if !n.awaitLease(ctx) {
-			return response{id: req.id, status: statusNoQuorum, tver: t.version}
-		}
 		return resp
 	}
 	// The copy carries the request's id and outcome: a retry that finds a
