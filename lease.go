@@ -16,8 +16,10 @@ import (
 // lease term (heldBack). So a node cut off from the majority, however its
 // links fail (both ways, one way, its gossip slower than the others'),
 // stops serving reads before the majority can acknowledge a write it does
-// not see: a read anywhere after an acknowledged write returns it. Writes
-// need no lease: their copies refuse them once the table has moved on.
+// not see: a read anywhere after an acknowledged write returns it. A
+// primary decides writes only while it holds its lease too (serveWrite):
+// copies refuse writes sent under a table they have left, but not those
+// of a node back with its old table before they have caught up.
 //
 // The cost: every node pings the other members of its table four times a
 // term (a ping is one small frame each way, on connections the nodes
@@ -220,7 +222,7 @@ func (n *Node) servesOwnReads() bool { return n.cfg.StaleReads || n.lease.holds(
 
 // notVouched is a lease ping's answer from a member that does not count
 // toward the sender's lease (vouchesFor).
-var notVouched = []byte("not vouched")
+const notVouched = "not vouched"
 
 // vouchesFor reports whether this node counts toward the read lease of
 // the member called name: that member is in this node's table, gossip

@@ -259,7 +259,7 @@ func (n *Node) serveFlush(_ context.Context, req *request) response {
 func (n *Node) servePing(_ context.Context, req *request) response {
 	resp := response{id: req.id, tver: n.table.Load().version, msg: n.name}
 	if req.key != "" && !n.vouchesFor(req.key) { // a lease ping, naming its sender
-		resp.value = notVouched
+		resp.value = []byte(notVouched)
 	}
 	return resp
 }
