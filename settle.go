@@ -190,5 +190,14 @@ func (s *store) confirmLocked(pt *partition, key string, version uint64) {
 		e.unconfirmed.Store(false)
 		e.prior.Store(nil) // after unconfirmed: see visible
 		pt.settled.wake()
+		return
+	}
+	if e := pt.load(key); e == nil || e.version < version {
+		// Forgotten (expired, evicted) before its copies confirmed it, so
+		// forget raised no watermark for it; acknowledged now, it has
+		// been forgotten all the same (a pair of a 1 ms TTL crawled while
+		// its copy was on the way: an older snapshot then brought the
+		// value before it back).
+		pt.forgotten = max(pt.forgotten, version)
 	}
 }
