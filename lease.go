@@ -44,11 +44,6 @@ type leaseState struct {
 	mu       sync.Mutex
 	answered map[string]time.Time // member name → when the newest ping it answered was sent
 	inFlight map[string]bool      // member name → a ping is out
-
-	// refused is when a member last declined to vouch for this node
-	// (vouchesFor), in nanoseconds since base: for a term after it, a read
-	// does not wait for the lease but goes to another copy at once.
-	refused atomic.Int64
 }
 
 // init starts the lease held for ever: a node alone needs none. The first
@@ -136,7 +131,6 @@ func (n *Node) pingForLease(term time.Duration) {
 			// coordinator, from its copy of before the split).
 			answered := err == nil && resp.status == statusOK && resp.msg == m.name
 			if answered && len(resp.value) > 0 { // not vouched for
-				l.refused.Store(int64(time.Since(l.base)))
 				answered = false
 			}
 			if answered && resp.tver > n.table.Load().version {
@@ -261,9 +255,6 @@ func (n *Node) awaitLease(ctx context.Context) bool {
 		return true
 	}
 	n.kickLease()
-	if refused := n.lease.refused.Load(); refused != 0 && time.Since(n.lease.base)-time.Duration(refused) < n.leaseTerm() {
-		return false // on probation (vouchesFor): waiting is in vain
-	}
 	timer := time.NewTimer(n.leaseTerm() / 4)
 	defer timer.Stop()
 	for {
