@@ -275,17 +275,9 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.goBackground(n.tableLoop)
 	n.goBackground(n.leaseLoop)
 	n.goBackground(n.evictionLoop)
-	var snap snapshotHeader
-	var restored []snapshotPart
-	if n.snapshots.dir != "" {
-		snap, restored = n.readSnapshot()
-	}
 	n.joinSeeds(ctx, seeds)
 	n.awaitTable(ctx)
-	if n.snapshots.dir != "" {
-		n.restore(snap, restored)
-		n.goBackground(n.snapshotLoop)
-	}
+	n.startSnapshots()
 	n.goBackground(func() { n.seedLoop(seeds) })
 	n.goBackground(n.crawlLoop)
 	n.goBackground(n.metricsLoop)
@@ -476,88 +468,6 @@ func (n *Node) Owner(key string) string {
 // Addr returns the host:port this node listens on, as peers reach it. With
 // Config.Addr port 0 it carries the port picked.
 func (n *Node) Addr() string { return n.addr }
-
-// Leave leaves the cluster gracefully and shuts the node down. First it
-// hands off: it tells the cluster it is leaving, and keeps serving while the
-// partitions it holds (as owner or as a backup) are copied to their next
-// holders; then it leaves gossip, telling peers at once. ctx bounds the
-// whole: when it ends before the hand-off is done, the node leaves anyway
-// and the error says so (with Replicas 2 or more, the copies it held are
-// then rebuilt from the other copies, as after a crash).
-func (n *Node) Leave(ctx context.Context) error {
-	if n.closed.Load() || !n.leaving.CompareAndSwap(false, true) {
-		return ErrClosed
-	}
-	handoff := n.handOff(ctx)
-	if !n.closed.CompareAndSwap(false, true) {
-		return ErrClosed
-	}
-	// The leave broadcast reaches live peers in milliseconds; with every
-	// member leaving at once (a whole cluster stopped) no one is left to
-	// hear it, and memberlist waits for the whole timeout.
-	timeout := leaveBroadcast
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(max(time.Until(d), 100*time.Millisecond), leaveBroadcast)
-	}
-	err := n.ml.Leave(timeout)
-	n.shutdown()
-	if n.snapshots.dir != "" {
-		// The last snapshot, of what the node held when it stopped serving.
-		if serr := n.writeSnapshot(); serr != nil && err == nil {
-			err = serr
-		}
-	}
-	n.snapshots.close()
-	if handoff != nil {
-		return fmt.Errorf("ghost: leave: hand-off unfinished: %w", handoff)
-	}
-	if err != nil {
-		return fmt.Errorf("ghost: leave: %w", err)
-	}
-	return nil
-}
-
-// leaveBroadcast bounds Leave's wait for its news to go out by gossip.
-const leaveBroadcast = 2 * time.Second
-
-// handOff announces that this node is leaving and waits until the table
-// no longer gives it any partition, or ctx ends.
-func (n *Node) handOff(ctx context.Context) error {
-	if err := n.ml.UpdateNode(n.cfg.RequestTimeout); err != nil {
-		n.log.Warn("ghost: could not announce leaving", "err", err)
-	}
-	n.ringChanged()
-	for {
-		changed := n.tableChanged.wait()
-		if n.handedOff() {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-time.After(20 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// handedOff reports whether this node may leave without taking data with
-// it: no partition lists it, or no other member is left to take them
-// (every one is leaving too: a whole cluster stopped, whose DataDirs keep
-// what each node holds).
-func (n *Node) handedOff() bool {
-	live, leaving := n.liveView()
-	if len(live) == 1 || len(leaving) == len(live) {
-		return true
-	}
-	t := n.table.Load()
-	for p := range t.owners {
-		if t.holds(p) {
-			return false
-		}
-	}
-	return n.transfers.inFlight() == 0
-}
 
 // Close leaves the cluster as Leave does, allowing the hand-off at most
 // Config.CloseTimeout.

@@ -87,6 +87,29 @@ func (s *snapshots) close() {
 	}
 }
 
+// startSnapshots, with a DataDir, reads the snapshot there, offers it to
+// the cluster (restore) and starts writing snapshots; Join calls it once
+// the node has its table.
+func (n *Node) startSnapshots() {
+	if n.snapshots.dir == "" {
+		return
+	}
+	h, parts := n.readSnapshot()
+	n.restore(h, parts)
+	n.goBackground(n.snapshotLoop)
+}
+
+// finalSnapshot writes the last snapshot, of what the node held when it
+// stopped serving, and releases the DataDir: Leave calls it after the
+// node shut down.
+func (n *Node) finalSnapshot() error {
+	defer n.snapshots.close()
+	if n.snapshots.dir == "" {
+		return nil
+	}
+	return n.writeSnapshot()
+}
+
 // snapshotLoop writes a snapshot every SnapshotInterval until the node
 // shuts down.
 func (n *Node) snapshotLoop() {
