@@ -172,6 +172,7 @@ type Node struct {
 	snapshots    snapshots    // the DataDir: snapshots and warm restart (snapshot.go)
 	merges       mergeSessions
 	loads        loadLeases // GetOrLoad's leases, of the partitions this node is the primary of (load.go)
+	finishing    finishing  // failed writes that may be on a copy, sent again (finish.go)
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes
@@ -239,6 +240,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.transfers.init()
 	n.requestIDs.init()
 	n.lease.init()
+	n.finishing.init()
 	n.decided = make([]decided, cfg.PartitionCount)
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
 	n.store.settleWait = cfg.RequestTimeout
@@ -275,6 +277,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.goBackground(n.tableLoop)
 	n.goBackground(n.leaseLoop)
 	n.goBackground(n.evictionLoop)
+	n.goBackground(n.finishLoop)
 	n.joinSeeds(ctx, seeds)
 	n.awaitTable(ctx)
 	n.startSnapshots()

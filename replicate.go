@@ -33,6 +33,16 @@ var ErrReplication = errors.New("ghost: a copy did not confirm the write")
 // version of the key. Sending the same copy again cannot succeed.
 var errCopyHoldsNewer = errors.New("the copy holds a newer version of the key")
 
+// errCopyRefused: a copy answered that it did not apply a write's copy (it
+// holds another table, or a newer version). Unlike a call that failed, it
+// says for sure the copy does not hold the write.
+var errCopyRefused = errors.New("the copy refused the write")
+
+// errOnSomeCopy: a write not every copy confirmed may be on some of them
+// all the same (one confirmed, or a call failed after its frame went out),
+// where readers may already have been served it (finish.go).
+var errOnSomeCopy = errors.New("the write may be on some copy")
+
 // serveWrite runs a put, add or delete on the partition's primary.
 func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	p := n.partitionOf(req.key)
@@ -147,10 +157,18 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 		replica.ver, replica.tver = pair.version, t.version
 		err = n.replicateWrite(ctx, p, t, &replica)
 	}
-	if err == nil {
+	switch now := n.table.Load(); {
+	case err == nil:
 		n.store.confirm(p, req.key, pair.version)
-	} else {
+	case errors.Is(err, errOnSomeCopy) && now.isPrimary(p):
+		// A copy may hold the write and serve it: it must not be taken
+		// back here. Readers keep waiting for it while it is sent again
+		// in the background (finish.go), or with this request's id.
+		n.finishing.add(p, replica)
+	default:
 		n.store.abandon(p, req.key, pair.version)
+	}
+	if err != nil {
 		resp.status, resp.msg = statusReplicaFailed, err.Error() // NOT_FOUND too: not acknowledged
 		if now := n.table.Load(); !now.isPrimary(p) {
 			// Ownership moved on while the write was being copied: the
@@ -191,15 +209,26 @@ func (n *Node) restamp(p int, pair pairCopy) (uint64, *table) {
 // RequestTimeout, so that the caller hears back before its hop times out;
 // the caller then sends the write again with the same request id while
 // its context has time (routeTo), until the table drops the dead copy.
-func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) error {
+//
+// Its error wraps errOnSomeCopy when some copy may hold the write.
+func (n *Node) replicateWrite(ctx context.Context, p int, t *table, replica *request) (err error) {
 	if len(t.owners[p]) == 1 && len(t.pending[p]) == 0 {
 		return nil // no copy to make (Replicas 1, or a node alone)
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout*3/4)
 	defer cancel()
+	onSomeCopy := false
+	defer func() {
+		if err != nil && onSomeCopy && !errors.Is(err, errOnSomeCopy) {
+			err = fmt.Errorf("%w: %w", errOnSomeCopy, err)
+		}
+	}()
 	pace := backoff{pause: time.Millisecond, longest: 50 * time.Millisecond}
 	for {
 		err := n.replicate(ctx, t.copiesOf(p), replica)
+		if err != nil && errors.Is(err, errOnSomeCopy) {
+			onSomeCopy = true
+		}
 		if err == nil || errors.Is(err, errCopyHoldsNewer) {
 			return err
 		}
@@ -247,12 +276,16 @@ func (n *Node) countWrite(op Op, done bool) {
 }
 
 // replicate sends a write to every copy at once and waits for all of them.
+// Its error wraps errOnSomeCopy unless every copy refused the write.
 func (n *Node) replicate(ctx context.Context, copies []member, req *request) error {
 	switch len(copies) {
 	case 0:
 		return nil
 	case 1: // the usual case, Replicas 2: no goroutine needed
 		if err := n.replicateTo(ctx, copies[0], req); err != nil {
+			if !errors.Is(err, errCopyRefused) {
+				err = fmt.Errorf("%w: %w", errOnSomeCopy, err)
+			}
 			return fmt.Errorf("%w: %w", ErrReplication, err)
 		}
 		return nil
@@ -269,6 +302,12 @@ func (n *Node) replicate(ctx context.Context, copies []member, req *request) err
 		<-done
 	}
 	if err := errors.Join(errs...); err != nil {
+		for _, e := range errs {
+			if e == nil || !errors.Is(e, errCopyRefused) {
+				err = fmt.Errorf("%w: %w", errOnSomeCopy, err)
+				break
+			}
+		}
 		return fmt.Errorf("%w: %w", ErrReplication, err)
 	}
 	return nil
@@ -291,11 +330,11 @@ func (n *Node) replicateTo(ctx context.Context, m member, req *request) error {
 			return nil
 		}
 		n.store.versions.observe(newer) // the next write of the key wins
-		return fmt.Errorf("%s: %w (%d, the write's %d)", m.addr, errCopyHoldsNewer, newer, req.ver)
+		return fmt.Errorf("%s: %w: %w (%d, the write's %d)", m.addr, errCopyRefused, errCopyHoldsNewer, newer, req.ver)
 	}
 	if resp.status != statusOK {
 		n.learnVersion(resp.tver)
-		return fmt.Errorf("%s refused the copy (status %d, its table %d, ours %d)", m.addr, resp.status, resp.tver, req.tver)
+		return fmt.Errorf("%s: %w (status %d, its table %d, ours %d)", m.addr, errCopyRefused, resp.status, resp.tver, req.tver)
 	}
 	return nil
 }
