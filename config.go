@@ -117,6 +117,28 @@ type Config struct {
 	// that takes longer may run twice. Default 10 seconds.
 	LoadTimeout time.Duration
 
+	// NearCacheKeys, when set, keeps a near cache of at most this many
+	// keys: values this node reads often (twice within a while) from the
+	// other members that own them are kept here and served at the speed
+	// of a local hit, for a lease of NearCacheLease at most. A near copy
+	// is never served once a write of its key could have been read
+	// anywhere: the key's primary tells every node holding one to drop it
+	// before the write takes effect (waiting out the lease of a node it
+	// cannot reach), and the first writes of a partition whose primary
+	// changed wait one lease. Default 0: no near cache.
+	NearCacheKeys int
+
+	// NearCacheBytes bounds the near cache's keys and values (as
+	// encoded). Default 64 MiB when NearCacheKeys is set.
+	NearCacheBytes int64
+
+	// NearCacheLease is how long a near copy is served before it is read
+	// from its owner again, and how long the owner's writes may wait for a
+	// node holding one that does not answer. A node grants leases of its
+	// own NearCacheLease; a holder keeps a copy for the shorter of the
+	// two. Default 1 second.
+	NearCacheLease time.Duration
+
 	// CloseTimeout bounds the hand-off of Close (see Node.Leave).
 	// Default 30 seconds.
 	CloseTimeout time.Duration
@@ -319,6 +341,10 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.CloseTimeout, 30*time.Second)
 	setDefault(&c.SnapshotInterval, 10*time.Second)
 	setDefault(&c.LoadTimeout, 10*time.Second)
+	setDefault(&c.NearCacheLease, time.Second)
+	if c.NearCacheKeys > 0 {
+		setDefault(&c.NearCacheBytes, 64<<20)
+	}
 	setDefault(&c.MaxKeys, math.MaxInt)
 	setDefault(&c.MaxBytes, 256<<20)
 	setDefault(&c.MaxValueSize, 1<<20)
@@ -352,9 +378,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: Addr %q listens beyond this host, and without a secret anyone who reaches the port can join the cluster, read, write and flush; set SecretKey (the same 16, 24 or 32 bytes on every node) or TLS, listen on 127.0.0.1, or set Insecure to run an open cluster on a network you trust", ErrInsecure, c.Addr)
 	}
 	switch {
-	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0:
+	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0, c.NearCacheKeys < 0, c.NearCacheBytes < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
-	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0:
+	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0, c.NearCacheLease < 0:
 		return c, fmt.Errorf("ghost: negative timeout in Config")
 	case c.PartitionCount > 65535:
 		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)

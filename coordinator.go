@@ -486,6 +486,7 @@ func (n *Node) applyTable(t *table) bool {
 		return false
 	}
 	t = t.withSelf(n.self.name)
+	n.nearTableChange(cur, t) // before any write can be decided under t
 	n.table.Store(t)
 	n.markPrimaries(t)
 	// A node the others went on without (the far side of a split, a pause

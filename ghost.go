@@ -173,6 +173,8 @@ type Node struct {
 	merges       mergeSessions
 	loads        loadLeases // GetOrLoad's leases, of the partitions this node is the primary of (load.go)
 	finishing    finishing  // failed writes that may be on a copy, sent again (finish.go)
+	near         *nearCache // near copies of other owners' keys, or nil (near.go)
+	nearGrants   nearGrants // the near leases granted as a primary (nearlease.go)
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes
@@ -241,6 +243,11 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.requestIDs.init()
 	n.lease.init()
 	n.finishing.init()
+	n.nearGrants.init(cfg.PartitionCount, cfg.NearCacheLease, n.stats)
+	if cfg.NearCacheKeys > 0 {
+		n.near = newNearCache(cfg.NearCacheKeys, cfg.NearCacheBytes, cfg.NearCacheLease, n.stats)
+		n.nearGrants.inUse.Store(true)
+	}
 	n.decided = make([]decided, cfg.PartitionCount)
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
 	n.store.settleWait = cfg.RequestTimeout
@@ -390,6 +397,15 @@ func (n *Node) Flush(ctx context.Context) error {
 	for _, r := range n.broadcast(ctx, OpFlush) {
 		if r.err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+		}
+	}
+	if n.nearGrants.inUse.Load() {
+		// Then the near caches, once no store holds a pair a near copy
+		// could have been granted of (near.go).
+		for _, r := range n.broadcast(ctx, opNearInvalidate) {
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+			}
 		}
 	}
 	if len(errs) > 0 {

@@ -20,16 +20,25 @@ import (
 // receive memberlist's callbacks.
 
 // nodeMeta is what a node advertises through gossip: a marker, its
-// protocol version, when it joined (the oldest member coordinates) and
-// whether it is leaving (handing its partitions off).
-func nodeMeta(version uint8, start int64, leaving bool) []byte {
+// protocol version, when it joined (the oldest member coordinates),
+// whether it is leaving (handing its partitions off) and whether it keeps
+// a near cache (nearlease.go).
+func nodeMeta(version uint8, start int64, leaving, near bool) []byte {
 	b := []byte{'g', version}
 	b = binary.BigEndian.AppendUint64(b, uint64(start))
-	if leaving {
-		return append(b, 1)
-	}
-	return append(b, 0)
+	b = append(b, flagByte(leaving))
+	return append(b, flagByte(near))
 }
+
+func flagByte(on bool) byte {
+	if on {
+		return 1
+	}
+	return 0
+}
+
+// metaNear reads whether a peer keeps a near cache.
+func metaNear(meta []byte) bool { return len(meta) >= 12 && meta[0] == 'g' && meta[11] == 1 }
 
 // metaMember reads a peer's meta: its start time and whether it is leaving.
 func metaMember(meta []byte) (start int64, leaving bool, ok bool) {
@@ -87,7 +96,7 @@ func (n *Node) startGossip() error {
 type gossipDelegate struct{ n *Node }
 
 func (d gossipDelegate) NodeMeta(limit int) []byte {
-	return nodeMeta(d.n.cfg.protocolVersion, d.n.self.start, d.n.leaving.Load())
+	return nodeMeta(d.n.cfg.protocolVersion, d.n.self.start, d.n.leaving.Load(), d.n.near != nil)
 }
 
 func (d gossipDelegate) NotifyMsg([]byte) {}

@@ -113,6 +113,13 @@ func (n *Node) sendOffering(o *offering) error {
 // hand-back tried again after a failure completes what the first try
 // began.
 func (n *Node) serveMerge(req *request, c *chunk) response {
+	// A pair handed back may be newer than the one near copies were
+	// granted of: their holders drop them first.
+	for _, pc := range c.pairs {
+		if hs := n.nearGrants.take(c.partition, pc.key); len(hs) > 0 {
+			n.invalidateHolders(hs, pc.key, pc.version)
+		}
+	}
 	pt := n.store.lock(c.partition)
 	t := n.table.Load()
 	if req.tver > t.version || !t.isPrimary(c.partition) {

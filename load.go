@@ -128,6 +128,10 @@ func (n *Node) getOrLoad(ctx context.Context, key string, load Loader) ([]byte, 
 // grant, and stores its value. stored is false when a write of the key
 // came first; the lease is then resolved, and the caller reads again.
 func (n *Node) runLoad(ctx context.Context, key string, grant uint64, fill uint8, load Loader) (raw []byte, stored bool, err error) {
+	n.stats.loads.Add(1)
+	if fill == fillRefresh {
+		n.stats.refreshes.Add(1)
+	}
 	value, ttl, err := callLoader(ctx, key, load)
 	if err == nil {
 		ttl, err = n.checkTTL(ttl)
@@ -280,6 +284,7 @@ func (n *Node) serveLoad(ctx context.Context, req *request) response {
 		changed := n.tableChanged.wait()
 		expiry := time.NewTimer(time.Until(l.expires))
 		n.loads.waiting.Add(1)
+		n.stats.loadWaits.Add(1)
 		impatient := false
 		select {
 		case <-l.done:

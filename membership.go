@@ -39,6 +39,9 @@ func (n *Node) peerUp(m *memberlist.Node) {
 	if vok && ok && v == n.cfg.protocolVersion {
 		addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
 		n.gossipPeers[m.Name] = peer{member: member{name: m.Name, addr: addr, start: start}, leaving: leaving}
+		if metaNear(m.Meta) {
+			n.nearGrants.inUse.Store(true) // for good: its leases may outlive it
+		}
 		if _, wasGone := n.goneAt[m.Name]; wasGone {
 			n.backAt[m.Name] = time.Now() // on probation for its lease (vouchesFor)
 		}

@@ -76,6 +76,9 @@ type watchdog struct {
 	cacheMiss, stored, notStored, removed, notFound, flushed, errFlush   counter
 	evicted, expired, forwarded, forwardErrors                           counter
 	resyncs, pairsMoved, bytesMoved                                      counter
+	loads, loadWaits, refreshes                                          counter
+	nearHits, nearReads, nearKept, nearDropped                           counter
+	nearGranted, nearTold, nearWaitedOut                                 counter
 }
 
 // stats reads the counters. The replication figures are left zero: they
@@ -104,6 +107,16 @@ func (w *watchdog) stats() WatchdogStats {
 		Resyncs:        int64(w.resyncs.Load()),
 		PairsMoved:     int64(w.pairsMoved.Load()),
 		BytesMoved:     int64(w.bytesMoved.Load()),
+		Loads:          int64(w.loads.Load()),
+		LoadWaits:      int64(w.loadWaits.Load()),
+		Refreshes:      int64(w.refreshes.Load()),
+		NearHits:       int64(w.nearHits.Load()),
+		NearReads:      int64(w.nearReads.Load()),
+		NearKept:       int64(w.nearKept.Load()),
+		NearDropped:    int64(w.nearDropped.Load()),
+		NearGranted:    int64(w.nearGranted.Load()),
+		NearTold:       int64(w.nearTold.Load()),
+		NearWaitedOut:  int64(w.nearWaitedOut.Load()),
 	}
 }
 

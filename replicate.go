@@ -141,6 +141,7 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	if done {
 		replica.flags |= flagDone
 	}
+	near := n.tellNear(p, pair.key, pair.version) // while the copies are made
 	err := n.replicateWrite(ctx, p, t, &replica)
 	for tries := 0; errors.Is(err, errCopyHoldsNewer) && tries < restampTries; tries++ {
 		// A copy holds a newer version than this write's, which this
@@ -159,8 +160,12 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	}
 	switch now := n.table.Load(); {
 	case err == nil:
+		n.settleNear(near, p, pair.key, pair.version)
 		n.store.confirm(p, req.key, pair.version)
 	case errors.Is(err, errOnSomeCopy) && now.isPrimary(p):
+		if near != nil {
+			<-near.done // its holders are told before the write is retried
+		}
 		// A copy may hold the write and serve it: it must not be taken
 		// back here. Readers keep waiting for it while it is sent again
 		// in the background (finish.go), or with this request's id.

@@ -39,6 +39,17 @@ func (n *Node) read(ctx context.Context, key string) ([]byte, error) {
 		}
 		return v, nil
 	}
+	if c := n.near; c != nil {
+		if v, ok := c.get(h, key); ok {
+			return v, nil
+		}
+		if c.admit(h, key) {
+			start := time.Now()
+			v, err := n.readNear(ctx, p, h, key)
+			n.latency.observe(OpGet, true, start)
+			return v, err
+		}
+	}
 	resp, err := n.routeTo(ctx, p, &request{op: OpGet, key: key})
 	return resp.value, err
 }
@@ -95,7 +106,7 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 	t := n.routingTable()
 	req.tver = t.version
 	holders := t.owners[p]
-	if req.op != OpGet {
+	if req.op != OpGet && req.op != opNearGet {
 		holders = holders[:1]
 	}
 	var lastErr error
@@ -126,7 +137,7 @@ func (n *Node) tryHolders(ctx context.Context, p int, req *request) (resp respon
 		case statusWrongOwner, statusStale:
 			n.learnVersion(resp.tver)
 			err := fmt.Errorf("%s holds table %d, we route with %d", m.addr, resp.tver, t.version)
-			if req.op == OpGet && resp.tver <= t.version {
+			if (req.op == OpGet || req.op == opNearGet) && resp.tver <= t.version {
 				// Not a newer table: a process started since on the
 				// member's address (a crash replaced before the table
 				// dropped it), or one behind. Another copy may serve.

@@ -62,7 +62,7 @@ func (n *Node) serveCache(conn net.Conn) {
 			}
 			return
 		}
-		if mayWait(&req) || req.op == OpGet && n.readMayWait(req.key) {
+		if mayWait(&req) || (req.op == OpGet || req.op == opNearGet) && n.readMayWait(req.key) {
 			// A write waits for its copies, a read for a write in flight
 			// or for the lease: it must not hold up the requests behind
 			// it on this connection. Among them may be the copy that
@@ -132,16 +132,18 @@ func (w *replyWriter) send(resp *response, flush bool) bool {
 
 // The ops nodes use among themselves; the public Ops are numbered below.
 const (
-	opReplicate   Op = 64 + iota // a copy of a write, primary → holder
-	opTransfer                   // a chunk of a partition, primary → holder
-	opTableGet                   // fetch the partition table
-	opTablePush                  // coordinator → member: a new table
-	opReady                      // primary → coordinator: a transfer is done
-	opDigest                     // anti-entropy: compare a partition's summary
-	opBatch                      // many keys of one op (batch.go)
-	opLoad                       // GetOrLoad: the value, or the key's load lease (load.go)
-	opLoadFill                   // the lease holder's loaded value
-	opLoadRelease                // a lease ends without a value
+	opReplicate      Op = 64 + iota // a copy of a write, primary → holder
+	opTransfer                      // a chunk of a partition, primary → holder
+	opTableGet                      // fetch the partition table
+	opTablePush                     // coordinator → member: a new table
+	opReady                         // primary → coordinator: a transfer is done
+	opDigest                        // anti-entropy: compare a partition's summary
+	opBatch                         // many keys of one op (batch.go)
+	opLoad                          // GetOrLoad: the value, or the key's load lease (load.go)
+	opLoadFill                      // the lease holder's loaded value
+	opLoadRelease                   // a lease ends without a value
+	opNearGet                       // a read that asks for a near lease (near.go)
+	opNearInvalidate                // primary → near holder: drop the key's copy
 )
 
 // handlers serve each op; an op without one is answered with an error.
@@ -164,6 +166,8 @@ var handlers = map[Op]func(n *Node, ctx context.Context, req *request) response{
 	opLoad:            (*Node).serveLoad,
 	opLoadFill:        (*Node).serveStore,
 	opLoadRelease:     (*Node).serveLoadRelease,
+	opNearGet:         (*Node).serveNearGet,
+	opNearInvalidate:  (*Node).serveNearInvalidate,
 }
 
 // serve executes a request on this node. Forwarded requests and local ones
@@ -250,6 +254,9 @@ func (n *Node) serveDelete(ctx context.Context, req *request) response {
 func (n *Node) serveFlush(_ context.Context, req *request) response {
 	n.stats.flushRequests.Add(1)
 	n.store.flush(req.ver)
+	for p := range n.cfg.PartitionCount {
+		n.nearGrants.forget(p) // Flush clears the near caches next
+	}
 	n.stats.flushed.Add(1)
 	return response{id: req.id, tver: n.table.Load().version}
 }

@@ -66,6 +66,32 @@ type WatchdogStats struct {
 	// BytesMoved counts key and value bytes this node streamed to other
 	// members in partition transfers.
 	BytesMoved int64
+	// Loads counts loaders GetOrLoad ran on this node, refreshes included.
+	Loads int64
+	// LoadWaits counts GetOrLoad calls this node, as the key's primary,
+	// held while another caller's loader ran.
+	LoadWaits int64
+	// Refreshes counts loaders this node ran in the background to refresh
+	// a key ahead of its expiry (Config.RefreshAhead).
+	Refreshes int64
+	// NearHits counts Gets this node answered from its near cache.
+	NearHits int64
+	// NearReads counts Gets this node sent to the key's owner asking for
+	// a near lease.
+	NearReads int64
+	// NearKept counts near copies this node kept.
+	NearKept int64
+	// NearDropped counts near copies this node dropped when their owner
+	// told it of a write.
+	NearDropped int64
+	// NearGranted counts near leases this node granted as a key's primary.
+	NearGranted int64
+	// NearTold counts near holders this node, as a key's primary, told to
+	// drop their copies before a write.
+	NearTold int64
+	// NearWaitedOut counts near holders that did not answer, whose leases
+	// a write waited out.
+	NearWaitedOut int64
 	// PartitionsOwned is the partitions this node is the primary of.
 	PartitionsOwned int64
 	// PartitionsBackedUp is the partitions this node holds a backup of.
@@ -209,6 +235,16 @@ func watchdogFigures() []figure[WatchdogStats] {
 		fig("Resyncs", func(s *w) *int64 { return &s.Resyncs }, "ghost_resyncs_total", c, "Partitions this node streamed again to a backup that anti-entropy found out of line."),
 		fig("PairsMoved", func(s *w) *int64 { return &s.PairsMoved }, "ghost_moved_pairs_total", c, "Pairs and tombstones this node streamed to other members in partition transfers."),
 		fig("BytesMoved", func(s *w) *int64 { return &s.BytesMoved }, "ghost_moved_bytes_total", c, "Key and value bytes this node streamed to other members in partition transfers."),
+		fig("Loads", func(s *w) *int64 { return &s.Loads }, "ghost_loads_total", c, "Loaders GetOrLoad ran on this node, refreshes included."),
+		fig("LoadWaits", func(s *w) *int64 { return &s.LoadWaits }, "ghost_load_waits_total", c, "GetOrLoad calls this node, as the key's primary, held while another caller's loader ran."),
+		fig("Refreshes", func(s *w) *int64 { return &s.Refreshes }, "ghost_refreshes_total", c, "Loaders this node ran in the background to refresh a key ahead of its expiry."),
+		fig("NearHits", func(s *w) *int64 { return &s.NearHits }, "ghost_near_hits_total", c, "Gets answered from this node's near cache."),
+		fig("NearReads", func(s *w) *int64 { return &s.NearReads }, "ghost_near_reads_total", c, "Gets this node sent to the key's owner asking for a near lease."),
+		fig("NearKept", func(s *w) *int64 { return &s.NearKept }, "ghost_near_kept_total", c, "Near copies this node kept."),
+		fig("NearDropped", func(s *w) *int64 { return &s.NearDropped }, "ghost_near_dropped_total", c, "Near copies this node dropped when their owner told it of a write."),
+		fig("NearGranted", func(s *w) *int64 { return &s.NearGranted }, "ghost_near_granted_total", c, "Near leases this node granted as a key's primary."),
+		fig("NearTold", func(s *w) *int64 { return &s.NearTold }, "ghost_near_told_total", c, "Near holders this node, as a key's primary, told to drop their copies before a write."),
+		fig("NearWaitedOut", func(s *w) *int64 { return &s.NearWaitedOut }, "ghost_near_waited_out_total", c, "Near holders that did not answer, whose leases a write waited out."),
 		fig("PartitionsOwned", func(s *w) *int64 { return &s.PartitionsOwned }, "ghost_partitions_owned", g, "Partitions this node owns."),
 		fig("PartitionsBackedUp", func(s *w) *int64 { return &s.PartitionsBackedUp }, "ghost_partitions_backed_up", g, "Partitions this node holds a backup of."),
 		fig("PartitionsShort", func(s *w) *int64 { return &s.PartitionsShort }, "ghost_partitions_short", g, "Partitions with fewer in-sync copies than Replicas (or the members) by this node's table."),

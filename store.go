@@ -172,6 +172,14 @@ func (s *store) get(p int, key string) ([]byte, bool) {
 // no lock; it waits, within ctx, while the key's newest write is in flight
 // (settle.go).
 func (s *store) getHashed(ctx context.Context, p int, h uint64, key string) ([]byte, bool) {
+	if e := s.liveHashed(ctx, p, h, key); e != nil {
+		return e.value, true
+	}
+	return nil, false
+}
+
+// liveHashed is getHashed's pair, or nil: its version and expiry too.
+func (s *store) liveHashed(ctx context.Context, p int, h uint64, key string) *entry {
 	pt := &s.parts[p]
 	head := pt.index.load(h, key)
 	if head != nil && head.unconfirmed.Load() {
@@ -179,16 +187,16 @@ func (s *store) getHashed(ctx context.Context, p int, h uint64, key string) ([]b
 	}
 	e := visible(head)
 	if e == nil || e.tombstone {
-		return nil, false
+		return nil
 	}
 	if s.expiredNow(e) {
 		s.expire(pt, e)
-		return nil, false
+		return nil
 	}
 	if read := s.clock.Load() + 1; e.used.Load() < read {
 		e.used.Store(read)
 	}
-	return e.value, true
+	return e
 }
 
 // expiresOf returns when key's pair in partition p expires, as a reader

@@ -101,6 +101,10 @@ const (
 	// it ahead of its expiry: the lease's version (8 bytes, big-endian),
 	// then the value, in the reply's value.
 	statusLoadRefresh
+	// statusNearGrant: the key's value with a near lease (near.go): the
+	// pair's version, the lease and the pair's time left, then the value,
+	// in the reply's value.
+	statusNearGrant
 )
 
 type request struct {
@@ -152,6 +156,8 @@ func (r response) result() (response, error) {
 		return r, errLoadWait
 	case statusLoadRefresh:
 		return r, errLoadRefresh
+	case statusNearGrant:
+		return r, errNearGrant
 	case statusLoadFailed:
 		return r, fmt.Errorf("%w (another caller's): %s", ErrLoad, r.msg)
 	}

@@ -1,0 +1,247 @@
+package ghost
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The near cache (Config.NearCacheKeys): values this node reads often from
+// other owners, kept here and served at local-hit speed. A key read twice
+// from its owner within a while is asked for with a near lease (opNearGet):
+// the owner, the key's primary, records this node as a holder of the key
+// until the lease ends and returns the value with its version. Before any
+// write of the key becomes visible on its primary (nearlease.go), the
+// primary tells every holder to drop it (opNearInvalidate) and waits for
+// each to confirm, or for its lease to end when it cannot be reached. So a
+// near copy is never served once a newer write could have been read
+// anywhere: reads stay linearizable.
+//
+// An invalidation may overtake the reply of a read that was already on its
+// way (they travel on different connections), and it ends the primary's
+// record of the holder, whatever value the reply carries: the holder
+// numbers its invalidations, remembers each key's last for a lease, and
+// keeps no reply to a read sent before it. A holder computes a lease's end
+// from when it sent the read, so its copy ends no later than the primary's
+// record of it. A flush empties the near cache, and so does every new
+// partition table (the primary may have changed), both refusing the
+// replies to reads sent before; a primary newly in charge of a partition
+// holds its first writes back for a lease (nearlease.go), so that leases
+// an earlier primary granted have ended first.
+
+// nearShards spreads the near cache over locks.
+const nearShards = 16
+
+// nearCache is a node's near cache.
+type nearCache struct {
+	maxKeys  int64
+	maxBytes int64
+	lease    time.Duration
+	base     time.Time // leases end in nanoseconds since base, on the monotonic clock
+
+	keys, bytes atomic.Int64
+	seq         atomic.Uint64 // numbers invalidations and clears
+	clearedAt   atomic.Uint64 // the last clear's number: replies to reads sent before are not kept
+	shards      [nearShards]nearShard
+	stats       *watchdog
+}
+
+type nearShard struct {
+	mu      sync.RWMutex
+	entries map[string]*nearEntry
+	dropped map[string]nearDrop // invalidated keys: replies to reads sent before are not kept
+	seen    map[string]struct{} // keys read once from their owner, lately
+}
+
+type nearEntry struct {
+	value []byte
+	until int64 // since base
+}
+
+type nearDrop struct {
+	seq   uint64 // the invalidation's number
+	until int64  // since base: then no reply to a read sent before it can be kept
+}
+
+func newNearCache(maxKeys int, maxBytes int64, lease time.Duration, stats *watchdog) *nearCache {
+	c := &nearCache{maxKeys: int64(maxKeys), maxBytes: maxBytes, lease: lease, base: time.Now(), stats: stats}
+	for i := range c.shards {
+		c.shards[i] = nearShard{entries: map[string]*nearEntry{}, dropped: map[string]nearDrop{}, seen: map[string]struct{}{}}
+	}
+	return c
+}
+
+func (c *nearCache) now() int64 { return int64(time.Since(c.base)) }
+
+func (c *nearCache) shard(h uint64) *nearShard { return &c.shards[h%nearShards] }
+
+// get returns key's near copy while its lease lasts.
+func (c *nearCache) get(h uint64, key string) ([]byte, bool) {
+	sh := c.shard(h)
+	sh.mu.RLock()
+	e := sh.entries[key]
+	sh.mu.RUnlock()
+	if e == nil || c.now() >= e.until {
+		return nil, false
+	}
+	c.stats.nearHits.Add(1)
+	return e.value, true
+}
+
+// admit reports whether a read of key from its owner should ask for a
+// near lease: the second read within a while does. Keys read once (most of
+// a long tail) cost their owners no holder records and their writers no
+// invalidations.
+func (c *nearCache) admit(h uint64, key string) bool {
+	sh := c.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.seen[key]; ok {
+		delete(sh.seen, key)
+		return true
+	}
+	if int64(len(sh.seen)) >= max(c.maxKeys/nearShards, 64) {
+		clear(sh.seen) // forget the old reads; the hot keys come back at once
+	}
+	sh.seen[key] = struct{}{}
+	return false
+}
+
+// keep stores a near copy of key granted for lease (and ending with its
+// pair's TTL, left, when not 0) to a read sent at sent, when c's
+// invalidation number was seq.
+func (c *nearCache) keep(h uint64, key string, value []byte, seq uint64, sent int64, lease, left time.Duration) {
+	until := sent + int64(min(lease, c.lease))
+	if left > 0 {
+		until = min(until, sent+int64(left))
+	}
+	now := c.now()
+	if until <= now || c.clearedAt.Load() > seq {
+		return
+	}
+	size := int64(len(key) + len(value))
+	if size > c.maxBytes/nearShards {
+		return // one value would crowd out a shard
+	}
+	sh := c.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if d, ok := sh.dropped[key]; ok && d.seq > seq {
+		return // its owner forgot this holder since: a write is under way
+	}
+	if old := sh.entries[key]; old != nil {
+		c.removeLocked(sh, key, old)
+	}
+	for c.keys.Load() >= c.maxKeys || c.bytes.Load()+size > c.maxBytes {
+		if !c.evictOneLocked(sh) {
+			return // this shard is empty; the others hold the room
+		}
+	}
+	sh.entries[key] = &nearEntry{value: value, until: until}
+	c.keys.Add(1)
+	c.bytes.Add(size)
+	c.stats.nearKept.Add(1)
+}
+
+// evictOneLocked drops one entry of sh, at random (the map's order): hot
+// keys, read back at once, stay in proportion to their reads.
+func (c *nearCache) evictOneLocked(sh *nearShard) bool {
+	for k, e := range sh.entries {
+		c.removeLocked(sh, k, e)
+		return true
+	}
+	return false
+}
+
+func (c *nearCache) removeLocked(sh *nearShard, key string, e *nearEntry) {
+	delete(sh.entries, key)
+	c.keys.Add(-1)
+	c.bytes.Add(-int64(len(key) + len(e.value)))
+}
+
+// invalidate drops key's near copy: its owner is about to write it, and
+// has forgotten this node as a holder.
+func (c *nearCache) invalidate(h uint64, key string) {
+	sh := c.shard(h)
+	now := c.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.entries[key]; e != nil {
+		c.removeLocked(sh, key, e)
+		c.stats.nearDropped.Add(1)
+	}
+	sh.dropped[key] = nearDrop{seq: c.seq.Add(1), until: now + int64(c.lease)}
+	if len(sh.dropped) > 1024 {
+		for k, d := range sh.dropped {
+			if d.until <= now {
+				delete(sh.dropped, k)
+			}
+		}
+	}
+}
+
+// clear drops every near copy (a flush, a new table), and the replies to
+// reads sent before are not kept.
+func (c *nearCache) clear() {
+	c.clearedAt.Store(c.seq.Add(1))
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.entries {
+			c.removeLocked(sh, k, e)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// nearGrant is the value of a statusNearGrant reply: the pair's version,
+// the lease and the pair's time left (0: none), in nanoseconds, 8 bytes
+// big-endian each, then the value.
+const nearGrantHeader = 24
+
+func appendNearGrant(b []byte, version uint64, lease, left time.Duration, value []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, version)
+	b = binary.BigEndian.AppendUint64(b, uint64(lease))
+	b = binary.BigEndian.AppendUint64(b, uint64(left))
+	return append(b, value...)
+}
+
+// readNear reads key, of hash h and partition p, from its owner with a
+// near lease, and keeps the value it returns.
+func (n *Node) readNear(ctx context.Context, p int, h uint64, key string) ([]byte, error) {
+	c := n.near
+	c.stats.nearReads.Add(1)
+	seq, sent := c.seq.Load(), c.now()
+	resp, err := n.routeTo(ctx, p, &request{op: opNearGet, key: key, value: []byte(n.addr)})
+	if errors.Is(err, errNearGrant) {
+		if len(resp.value) < nearGrantHeader {
+			return nil, errors.New("ghost: a near lease without its header")
+		}
+		b := resp.value
+		lease := time.Duration(binary.BigEndian.Uint64(b[8:]))
+		left := time.Duration(binary.BigEndian.Uint64(b[16:]))
+		value := b[nearGrantHeader:]
+		c.keep(h, key, value, seq, sent, lease, left)
+		return value, nil
+	}
+	return resp.value, err
+}
+
+// errNearGrant: the reply carries the value with a near lease.
+var errNearGrant = errors.New("ghost: near lease granted")
+
+// serveNearInvalidate drops a near copy its owner is about to replace,
+// or, without a key, every near copy (a flush).
+func (n *Node) serveNearInvalidate(_ context.Context, req *request) response {
+	switch {
+	case n.near == nil:
+	case req.key == "":
+		n.near.clear()
+	case checkKey(req.key) == nil:
+		n.near.invalidate(hashKey(req.key), req.key)
+	}
+	return response{id: req.id, tver: n.table.Load().version}
+}
