@@ -510,3 +510,57 @@ func ExampleGetOrLoadAs() {
 	// Output:
 	// {Name:Ada Admin:true}
 }
+
+// A near cache keeps the keys a node reads often from other owners in its
+// own process. A write anywhere drops the near copies before it takes
+// effect, so a read after it returns it.
+func ExampleConfig_nearCache() {
+	ctx := context.Background()
+	network := ghost.NewMemNetwork()
+	var nodes []*ghost.Node
+	for range 2 {
+		cfg := ghost.Config{Addr: "127.0.0.1:0", Network: network, NearCacheKeys: 10_000}
+		if len(nodes) > 0 {
+			cfg.Peers = []string{nodes[0].Addr()}
+		}
+		n, err := ghost.Join(ctx, cfg)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer n.Close()
+		nodes = append(nodes, n)
+	}
+	owner, reader := nodes[0], nodes[1]
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := reader.WaitSafe(wctx); err != nil {
+		log.Fatal(err)
+	}
+	key := "" // a key the other node owns
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("price:", i); reader.Owner(k) == owner.Addr() {
+			key = k
+		}
+	}
+	if err := owner.Put(ctx, key, 3116.42, ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+	for range 5 {
+		if _, err := reader.Get(ctx, key); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println("near hits:", reader.Watchdog().NearHits > 0)
+
+	if err := owner.Put(ctx, key, 3120.00, ghost.NoExpiry); err != nil {
+		log.Fatal(err)
+	}
+	it, err := reader.Get(ctx, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(it.Value)
+	// Output:
+	// near hits: true
+	// 3120
+}

@@ -181,6 +181,10 @@ func (n *Node) watchdogSample(now time.Time) Sample {
 	return Sample{Time: now, Watchdog: &w}
 }
 
+// Watchdog returns this node's own watchdog figures as they are now,
+// without asking any other member (WatchdogMetrics asks them all).
+func (n *Node) Watchdog() WatchdogStats { return n.watchdogStats() }
+
 // watchdogStats is the watchdog counters with the replication figures.
 func (n *Node) watchdogStats() WatchdogStats {
 	s := n.stats.stats()

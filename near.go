@@ -172,6 +172,7 @@ func (c *nearCache) invalidate(h uint64, key string) {
 	if e := sh.entries[key]; e != nil {
 		c.removeLocked(sh, key, e)
 		c.stats.nearDropped.Add(1)
+		sh.seen[key] = struct{}{} // still hot: its next read asks for a lease again
 	}
 	sh.dropped[key] = nearDrop{seq: c.seq.Add(1), until: now + int64(c.lease)}
 	if len(sh.dropped) > 1024 {

@@ -47,6 +47,9 @@ const (
 	kindSet         = "set"          // forwarded sets with -replicas copies
 	kindSetR1       = "set-r1"       // forwarded sets with one copy
 	kindForwardedR1 = "forwarded-r1" // forwarded get/set with one copy
+
+	kindNearOff = "near-off" // forwarded Zipf get/set 95:5 without a near cache
+	kindNearOn  = "near-on"  // the same with one
 )
 
 // scenario is a kind of row, run at every concurrency.
@@ -194,7 +197,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	}
 	var pr passResult
 	var hist latency.Histogram
-	var gets, hits int64
+	var gets, hits, forwarded int64
 	var errs []error
 	for range c.load {
 		o := <-outs
@@ -207,6 +210,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 		pr.OpsPerSec += float64(o.res.Ops) / o.res.Seconds
 		gets += o.res.Gets
 		hits += o.res.Hits
+		forwarded += o.res.Forwarded
 		if err := hist.AddSparse(o.res.Hist); err != nil {
 			errs = append(errs, err)
 		}
@@ -235,6 +239,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	if gets > 0 {
 		pr.HitRate = float64(hits) / float64(gets)
 	}
+	pr.ForwardedPerOp = float64(forwarded) / float64(pr.Ops)
 	pr.P50 = hist.Quantile(0.50).Seconds() * 1e6
 	pr.P99 = hist.Quantile(0.99).Seconds() * 1e6
 	pr.P999 = hist.Quantile(0.999).Seconds() * 1e6

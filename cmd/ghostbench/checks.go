@@ -49,6 +49,7 @@ func finish(o options, r *report) {
 	if o.wants(scenarioBase) {
 		r.Checks = checks(o, find)
 	}
+	r.Checks = append(r.Checks, nearChecks(r, find, o.conc)...)
 	r.Checks = append(r.Checks, eventChecks(r)...)
 }
 

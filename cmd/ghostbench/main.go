@@ -88,6 +88,7 @@ type options struct {
 	eventNodes   int
 	joinKeys     int
 	killKeys     int
+	nearKeys     int
 	killGossip   []string
 	paceRate     float64
 	steady       time.Duration
@@ -101,6 +102,7 @@ const (
 	scenarioReplicas = "replicas"
 	scenarioJoin     = "join"
 	scenarioKill     = "kill"
+	scenarioNear     = "near"
 )
 
 func main() {
@@ -109,7 +111,8 @@ func main() {
 	var o options
 	targets := flag.String("targets", "ghost,memcached,redis,floor", "comma-separated targets: ghost (GhostDB and the sync.Map and otter floors), memcached, redis, floor (a Go request/response over loopback, floor.go)")
 	conc := flag.String("conc", "1,16,64", "comma-separated concurrencies: callers per load process")
-	scenarios := flag.String("scenarios", "base,replicas", "comma-separated: base, replicas, join, kill, or all")
+	scenarios := flag.String("scenarios", "base,replicas", "comma-separated: base, replicas, near, join, kill, or all")
+	flag.IntVar(&o.nearKeys, "near-keys", 10_000, "near: Config.NearCacheKeys of the cluster with a near cache")
 	killGossip := flag.String("kill-gossip", "lan,fast", "comma-separated gossip profiles to run the kill with: lan (memberlist's defaults), fast (examples/cluster's)")
 	flag.IntVar(&o.replicas, "replicas", 2, "Config.Replicas of the GhostDB clusters (the replicas scenario compares with 1)")
 	flag.IntVar(&o.eventNodes, "event-nodes", 3, "join: nodes before the join; kill: nodes after the kill")
@@ -221,8 +224,8 @@ func (o *options) parseReplication(scenarios, killGossip string) error {
 	for sc := range strings.SplitSeq(scenarios, ",") {
 		switch sc = strings.TrimSpace(sc); sc {
 		case "all":
-			o.scenarios = append(o.scenarios, scenarioBase, scenarioReplicas, scenarioJoin, scenarioKill)
-		case scenarioBase, scenarioReplicas, scenarioJoin, scenarioKill:
+			o.scenarios = append(o.scenarios, scenarioBase, scenarioReplicas, scenarioNear, scenarioJoin, scenarioKill)
+		case scenarioBase, scenarioReplicas, scenarioNear, scenarioJoin, scenarioKill:
 			o.scenarios = append(o.scenarios, sc)
 		default:
 			return fmt.Errorf("-scenarios: unknown scenario %q", sc)
@@ -256,6 +259,7 @@ type report struct {
 	Meta    meta      `json:"meta"`
 	Cells   []*cell   `json:"cells"`
 	PutCost []putCost `json:"put_cost,omitempty"`
+	Near    *nearRun  `json:"near,omitempty"`
 	Join    []joinRun `json:"join,omitempty"`
 	Kill    []killRun `json:"kill,omitempty"`
 	Checks  []check   `json:"checks"`
@@ -317,6 +321,9 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	if err := runTable(ctx, o, r); err != nil {
+		return err
+	}
+	if err := runNear(ctx, o, r); err != nil {
 		return err
 	}
 	if err := runEvents(ctx, o, r); err != nil {

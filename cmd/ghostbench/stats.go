@@ -22,7 +22,10 @@ type passResult struct {
 	CPUClient   float64 `json:"cpu_client_us_per_op"`
 	CPUServer   float64 `json:"cpu_server_us_per_op"`
 	Ratios      *ratios `json:"ratios,omitempty"` // this pass against memcached and Redis
-	FirstError  string  `json:"first_error,omitempty"`
+	// ForwardedPerOp is the calls the load processes' nodes sent to other
+	// members, per op (GhostDB rows).
+	ForwardedPerOp float64 `json:"forwarded_per_op,omitempty"`
+	FirstError     string  `json:"first_error,omitempty"`
 }
 
 // ratios compares a GhostDB cell with the same workload on memcached and

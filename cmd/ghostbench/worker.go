@@ -50,6 +50,8 @@ type workerConfig struct {
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 	// Gossip is the failure-detection profile: gossipLAN or gossipFast.
 	Gossip string `json:"gossip,omitempty"`
+	// NearCacheKeys is the node's Config.NearCacheKeys: 0, no near cache.
+	NearCacheKeys int `json:"near_cache_keys,omitempty"`
 }
 
 // Gossip profiles of a worker.
@@ -66,6 +68,7 @@ const (
 	cmdPaceStop  = "pace-stop"  // stop it and report its timeline
 	cmdWaitSafe  = "wait-safe"  // wait until the node sees Members members and is Safe
 	cmdStats     = "stats"      // the node's own watchdog and snitch figures
+	cmdStampede  = "stampede"   // GetOrLoad of cold keys from many callers (near.go)
 )
 
 // Key sets of GhostDB cells, as seen from the worker running the load.
@@ -95,6 +98,10 @@ type command struct {
 	Rate float64 `json:"rate,omitempty"`
 	// Members is how many members wait-safe waits for the node to see.
 	Members int `json:"members,omitempty"`
+	// Prefix and Rounds are the stampede's (near.go): Rounds cold keys
+	// named from Prefix, each read by Conc callers at once.
+	Prefix string `json:"prefix,omitempty"`
+	Rounds int    `json:"rounds,omitempty"`
 }
 
 // reply is one line a worker writes: first a ready line, then one per
@@ -111,6 +118,8 @@ type reply struct {
 	Wait     *waitResult      `json:"wait,omitempty"`
 	Timeline *timelineResult  `json:"timeline,omitempty"`
 	Stats    map[string]int64 `json:"stats,omitempty"`
+	// Loads is how many loader calls a stampede made in this process.
+	Loads int64 `json:"loads,omitempty"`
 }
 
 // waitResult is when, in Unix nanoseconds, a node first saw the members
@@ -129,6 +138,9 @@ type cellResult struct {
 	Seconds  float64    `json:"seconds"` // length of the measured interval
 	Hist     [][2]int64 `json:"hist"`    // latencies of the sampled ops
 	FirstErr string     `json:"first_err,omitempty"`
+	// Forwarded is the calls the GhostDB node sent to other members
+	// while the cell was measured (its watchdog's Forwarded).
+	Forwarded int64 `json:"forwarded,omitempty"`
 }
 
 // worker is the state of a worker process.
@@ -201,6 +213,7 @@ func (w *worker) join(ctx context.Context) (reply, error) {
 		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}
 	cfg.MaxKeys = w.maxKeys()
+	cfg.NearCacheKeys = w.cfg.NearCacheKeys
 	switch w.cfg.Gossip {
 	case "", gossipLAN:
 	case gossipFast:
@@ -258,6 +271,8 @@ func (w *worker) do(ctx context.Context, cmd command) reply {
 		rep.Wait, err = w.waitSafe(ctx, cmd)
 	case cmdStats:
 		rep.Stats, err = w.nodeStats(ctx)
+	case cmdStampede:
+		rep.Loads, err = w.stampede(ctx, cmd)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd.Cmd)
 	}
@@ -387,11 +402,19 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 		}
 	}
 	time.Sleep(cmd.Warmup)
+	var before ghost.WatchdogStats
+	if cmd.Target == targetGhost {
+		before = w.node.Watchdog()
+	}
 	phase.Store(phaseMeasure)
 	start := time.Now()
 	time.Sleep(cmd.Duration)
 	phase.Store(phaseStop)
 	elapsed := time.Since(start)
+	var forwarded int64
+	if cmd.Target == targetGhost {
+		forwarded = w.node.Watchdog().Forwarded - before.Forwarded
+	}
 	wg.Wait()
 
 	var total loopStats
@@ -407,7 +430,7 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 	}
 	res := &cellResult{
 		Ops: total.ops, Gets: total.gets, Hits: total.hits, Errors: total.errors,
-		Seconds: elapsed.Seconds(), Hist: total.hist.Sparse(),
+		Seconds: elapsed.Seconds(), Hist: total.hist.Sparse(), Forwarded: forwarded,
 	}
 	if total.firstErr != nil {
 		res.FirstErr = total.firstErr.Error()
