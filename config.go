@@ -111,6 +111,14 @@ type Config struct {
 	// off. With it, GetOrLoad always asks the key's primary.
 	RefreshAhead time.Duration
 
+	// StaleWhileRevalidate, when set, keeps a pair this long past its
+	// expiry for GetOrLoad, which serves it while one caller in the
+	// cluster reloads it in the background, instead of making every
+	// caller wait for the load: a hot key whose reload is slow never
+	// reads as a miss. Get and the other reads see the pair gone at its
+	// expiry. Every node must have the same setting. Default 0: none.
+	StaleWhileRevalidate time.Duration
+
 	// LoadTimeout bounds how long the callers of GetOrLoad wait for
 	// another caller's load of the same key when that caller vanishes
 	// without a word (its process died); then one of them loads. A load
@@ -380,7 +388,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0, c.NearCacheKeys < 0, c.NearCacheBytes < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
-	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0, c.NearCacheLease < 0:
+	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0, c.NearCacheLease < 0, c.StaleWhileRevalidate < 0:
 		return c, fmt.Errorf("ghost: negative timeout in Config")
 	case c.PartitionCount > 65535:
 		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)

@@ -251,6 +251,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.decided = make([]decided, cfg.PartitionCount)
 	n.store = newStore(cfg.PartitionCount, int64(cfg.MaxKeys), cfg.MaxBytes, n.stats, func() int64 { return cfg.Clock().UnixNano() })
 	n.store.settleWait = cfg.RequestTimeout
+	n.store.grace = int64(cfg.StaleWhileRevalidate)
 	if n.addr, err = advertiseAddr(cfg, ep.addr()); err != nil {
 		ep.close()
 		n.snapshots.close()

@@ -271,7 +271,15 @@ func (n *Node) serveLoad(ctx context.Context, req *request) response {
 			return response{id: req.id, status: statusNoQuorum, tver: t.version}
 		}
 		if v, ok := n.readLocal(ctx, p, h, req.key); ok {
-			if resp, refresh := n.offerRefresh(req, p, t, v); refresh {
+			if resp, refresh := n.offerRefresh(req, p, t, v, false); refresh {
+				return resp
+			}
+			return response{id: req.id, value: v, tver: t.version}
+		}
+		if v, ok := n.store.stale(p, req.key); ok {
+			// Expired, within StaleWhileRevalidate: served while one
+			// caller reloads it.
+			if resp, refresh := n.offerRefresh(req, p, t, v, true); refresh {
 				return resp
 			}
 			return response{id: req.id, value: v, tver: t.version}
@@ -313,14 +321,16 @@ func (n *Node) serveLoad(ctx context.Context, req *request) response {
 
 // offerRefresh lends the caller of a load that found value v the key's
 // lease to refresh it, when the pair has less than RefreshAhead to live
-// and no one holds the lease.
-func (n *Node) offerRefresh(req *request, p int, t *table, v []byte) (response, bool) {
-	if n.cfg.RefreshAhead == 0 {
-		return response{}, false
-	}
-	expires := n.store.expiresOf(p, req.key)
-	if expires == 0 || expires-n.store.now() > int64(n.cfg.RefreshAhead) {
-		return response{}, false
+// (or has expired: stale) and no one holds the lease.
+func (n *Node) offerRefresh(req *request, p int, t *table, v []byte, stale bool) (response, bool) {
+	if !stale {
+		if n.cfg.RefreshAhead == 0 {
+			return response{}, false
+		}
+		expires := n.store.expiresOf(p, req.key)
+		if expires == 0 || expires-n.store.now() > int64(n.cfg.RefreshAhead) {
+			return response{}, false
+		}
 	}
 	l, mine := n.loads.claim(req.key, req.rid, n.store.versions.next(), time.Now().Add(n.cfg.LoadTimeout))
 	if !mine {

@@ -338,3 +338,128 @@ func TestGetOrLoadRefreshesAhead(t *testing.T) {
 		t.Fatalf("%d loads, want the first and one refresh", n)
 	}
 }
+
+// The stampede: 5 nodes, 500 callers spread over them, one missing
+// key whose loader takes 200 ms. The loader runs once; all 500 get its
+// value.
+func TestGetOrLoadStampedeOf500(t *testing.T) {
+	c := newCluster(t, 5, false)
+	ctx := context.Background()
+	var calls atomic.Int64
+	load := func(ctx context.Context, key string) (any, time.Duration, error) {
+		calls.Add(1)
+		time.Sleep(200 * time.Millisecond)
+		return "loaded", NoExpiry, nil
+	}
+	var wrong atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 500 {
+		n := c.nodes[i%len(c.nodes)]
+		wg.Go(func() {
+			if it, err := n.GetOrLoad(ctx, "cold", load); err != nil || it.Value != "loaded" {
+				wrong.Add(1)
+				t.Errorf("GetOrLoad via %s: %v, %v", n.Addr(), it.Value, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := calls.Load(); got != 1 || wrong.Load() != 0 {
+		t.Fatalf("the loader ran %d times; %d of 500 callers got no value", got, wrong.Load())
+	}
+}
+
+// A hot key of TTL 1 s read at full speed from every node for 30 s is
+// loaded about 30 times (RefreshAhead reloads it just before it expires,
+// once in the cluster; StaleWhileRevalidate covers a reload that comes
+// late), and no reader waits on a load after the first.
+func TestGetOrLoadHotKeyLoadsOncePerTTL(t *testing.T) {
+	const (
+		ttl     = time.Second
+		reading = 30 * time.Second
+	)
+	c := newCluster(t, 3, false, func(cfg *Config) {
+		cfg.RefreshAhead = 30 * time.Millisecond
+		cfg.StaleWhileRevalidate = ttl
+	})
+	ctx := context.Background()
+	var loads atomic.Int64
+	load := func(context.Context, string) (any, time.Duration, error) {
+		return loads.Add(1), ttl, nil
+	}
+	if _, err := c.nodes[0].GetOrLoad(ctx, "hot", load); err != nil {
+		t.Fatal(err)
+	}
+	first := loads.Load()
+	waits := func() (sum int64) {
+		for _, n := range c.nodes {
+			sum += n.Watchdog().LoadWaits
+		}
+		return sum
+	}
+	waitsBefore := waits()
+	start := time.Now()
+	var reads, failed atomic.Int64
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		for range 2 {
+			wg.Go(func() {
+				for time.Since(start) < reading {
+					if _, err := n.GetOrLoad(ctx, "hot", load); err != nil {
+						failed.Add(1)
+					}
+					reads.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	got, want := loads.Load()-first, float64(elapsed)/float64(ttl)
+	t.Logf("%d reads in %v: %d loads, %d waits", reads.Load(), elapsed.Round(time.Millisecond), got, waits()-waitsBefore)
+	if failed.Load() != 0 {
+		t.Errorf("%d reads failed", failed.Load())
+	}
+	if float64(got) > want*1.1 || float64(got) < want*0.9 {
+		t.Errorf("%d loads in %v with a TTL of %v, want %.0f ± 10%%", got, elapsed, ttl, want)
+	}
+	if w := waits() - waitsBefore; w != 0 {
+		t.Errorf("%d reads waited on a load after the first", w)
+	}
+}
+
+// With StaleWhileRevalidate, GetOrLoad serves an expired pair while one
+// caller reloads it, from every node; Get sees it gone.
+func TestGetOrLoadServesStaleWhileRevalidating(t *testing.T) {
+	c := newCluster(t, 3, false, func(cfg *Config) { cfg.StaleWhileRevalidate = time.Minute })
+	ctx := context.Background()
+	key := c.keyOwnedBy(c.nodes[1], "stale")
+	if _, err := c.nodes[0].GetOrLoad(ctx, key, func(context.Context, string) (any, time.Duration, error) {
+		return "old", 50 * time.Millisecond, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if _, err := c.nodes[0].Get(ctx, key); !errors.Is(err, ErrCacheMiss) {
+			return fmt.Errorf("Get: %v, want a miss once expired", err)
+		}
+		return nil
+	})
+	g := newGatedLoader(func(int64) (any, error) { return "new", nil })
+	for _, n := range c.nodes {
+		for range 3 {
+			if it, err := n.GetOrLoad(ctx, key, g.load); err != nil || it.Value != "old" {
+				t.Fatalf("GetOrLoad via %s while reloading: %v, %v", n.Addr(), it.Value, err)
+			}
+		}
+	}
+	if calls := g.calls.Load(); calls != 1 {
+		t.Fatalf("%d reloads, want one", calls)
+	}
+	close(g.release)
+	waitFor(t, 5*time.Second, func() error {
+		if it, err := c.nodes[2].Get(ctx, key); err != nil || it.Value != "new" {
+			return fmt.Errorf("Get after the reload: %v, %v", it.Value, err)
+		}
+		return nil
+	})
+}

@@ -64,6 +64,10 @@ type store struct {
 	// settleTimeouts counts reads that waited settleWait in vain: a write
 	// in flight for that long is a fault, or a stall.
 	settleTimeouts atomic.Int64
+	// grace keeps a pair this many nanoseconds past its expiry, for
+	// GetOrLoad to serve while it reloads it (Config.StaleWhileRevalidate);
+	// every other read sees it gone at its expiry.
+	grace int64
 
 	// evicted, when set, is told of each pair or tombstone evicted from a
 	// partition this node is the primary of, after the lock is released,
@@ -190,13 +194,25 @@ func (s *store) liveHashed(ctx context.Context, p int, h uint64, key string) *en
 		return nil
 	}
 	if s.expiredNow(e) {
-		s.expire(pt, e)
+		if e.expired(s.now() - s.grace) {
+			s.expire(pt, e)
+		}
 		return nil
 	}
 	if read := s.clock.Load() + 1; e.used.Load() < read {
 		e.used.Store(read)
 	}
 	return e
+}
+
+// stale returns key's pair in partition p when it has expired less than
+// the store's grace ago (a reload may replace it).
+func (s *store) stale(p int, key string) ([]byte, bool) {
+	e := visible(s.parts[p].load(key))
+	if e == nil || e.tombstone || !s.expiredNow(e) || e.expired(s.now()-s.grace) {
+		return nil, false
+	}
+	return e.value, true
 }
 
 // expiresOf returns when key's pair in partition p expires, as a reader
@@ -543,7 +559,7 @@ func (s *store) crawl(tombstoneAge int64) (removed int) {
 				if now-int64(e.version) > tombstoneAge {
 					s.forget(pt, e)
 				}
-			case e.expired(now):
+			case e.expired(now - s.grace):
 				s.forget(pt, e)
 				removed++
 			}
