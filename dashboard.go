@@ -44,6 +44,8 @@ type dashMember struct {
 	Gets       int64  `json:"gets"`
 	Misses     int64  `json:"misses"`
 	Forwarded  int64  `json:"forwarded"`
+	NearHits   int64  `json:"nearHits"` // Gets answered from its near cache
+	Loads      int64  `json:"loads"`    // GetOrLoad loaders it ran
 	// HitRatio is the share of gets since the node started that found a
 	// pair; null before the first get.
 	HitRatio *float64 `json:"hitRatio"`
@@ -206,7 +208,7 @@ func (m *dashMember) setFigures(sys *SnitchStats, app *WatchdogStats) {
 	m.Pairs, m.Bytes = sys.Keys, sys.Bytes
 	m.HeapBytes, m.SysBytes, m.Goroutines = sys.HeapInuse, sys.Sys, sys.Goroutines
 	m.Requests, m.Gets, m.Misses = app.TotalRequests, app.GetRequests, app.CacheMiss
-	m.Forwarded = app.Forwarded
+	m.Forwarded, m.NearHits, m.Loads = app.Forwarded, app.NearHits, app.Loads
 	if m.Gets > 0 {
 		hits := float64(m.Gets-m.Misses) / float64(m.Gets)
 		m.HitRatio = &hits

@@ -286,6 +286,9 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.goBackground(n.leaseLoop)
 	n.goBackground(n.evictionLoop)
 	n.goBackground(n.finishLoop)
+	if n.near != nil {
+		n.goBackground(n.nearRenewLoop)
+	}
 	n.joinSeeds(ctx, seeds)
 	n.awaitTable(ctx)
 	n.startSnapshots()

@@ -57,8 +57,10 @@ type nearShard struct {
 }
 
 type nearEntry struct {
-	value []byte
-	until int64 // since base
+	value   []byte
+	version uint64       // the pair's, as its owner granted it
+	until   atomic.Int64 // since base: the lease's end (nearrenew.go extends it)
+	used    atomic.Int64 // since base: the last hit, to a lease/8
 }
 
 type nearDrop struct {
@@ -84,21 +86,31 @@ func (c *nearCache) get(h uint64, key string) ([]byte, bool) {
 	sh.mu.RLock()
 	e := sh.entries[key]
 	sh.mu.RUnlock()
-	if e == nil || c.now() >= e.until {
+	if e == nil {
 		return nil, false
+	}
+	now := c.now()
+	if now >= e.until.Load() {
+		return nil, false
+	}
+	if now-e.used.Load() > int64(c.lease/8) { // a store per hit would be contended
+		e.used.Store(now)
 	}
 	c.stats.nearHits.Add(1)
 	return e.value, true
 }
 
 // admit reports whether a read of key from its owner should ask for a
-// near lease: the second read within a while does. Keys read once (most of
-// a long tail) cost their owners no holder records and their writers no
-// invalidations.
+// near lease: the second read within a while does, and any read of a key
+// whose lease ended. Keys read once (most of a long tail) cost their
+// owners no holder records and their writers no invalidations.
 func (c *nearCache) admit(h uint64, key string) bool {
 	sh := c.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if sh.entries[key] != nil {
+		return true
+	}
 	if _, ok := sh.seen[key]; ok {
 		delete(sh.seen, key)
 		return true
@@ -113,7 +125,7 @@ func (c *nearCache) admit(h uint64, key string) bool {
 // keep stores a near copy of key granted for lease (and ending with its
 // pair's TTL, left, when not 0) to a read sent at sent, when c's
 // invalidation number was seq.
-func (c *nearCache) keep(h uint64, key string, value []byte, seq uint64, sent int64, lease, left time.Duration) {
+func (c *nearCache) keep(h uint64, key string, value []byte, version, seq uint64, sent int64, lease, left time.Duration) {
 	until := sent + int64(min(lease, c.lease))
 	if left > 0 {
 		until = min(until, sent+int64(left))
@@ -140,7 +152,10 @@ func (c *nearCache) keep(h uint64, key string, value []byte, seq uint64, sent in
 			return // this shard is empty; the others hold the room
 		}
 	}
-	sh.entries[key] = &nearEntry{value: value, until: until}
+	e := &nearEntry{value: value, version: version}
+	e.until.Store(until)
+	e.used.Store(now)
+	sh.entries[key] = e
 	c.keys.Add(1)
 	c.bytes.Add(size)
 	c.stats.nearKept.Add(1)
@@ -222,10 +237,11 @@ func (n *Node) readNear(ctx context.Context, p int, h uint64, key string) ([]byt
 			return nil, errors.New("ghost: a near lease without its header")
 		}
 		b := resp.value
+		version := binary.BigEndian.Uint64(b)
 		lease := time.Duration(binary.BigEndian.Uint64(b[8:]))
 		left := time.Duration(binary.BigEndian.Uint64(b[16:]))
 		value := b[nearGrantHeader:]
-		c.keep(h, key, value, seq, sent, lease, left)
+		c.keep(h, key, value, version, seq, sent, lease, left)
 		return value, nil
 	}
 	return resp.value, err

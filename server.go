@@ -144,6 +144,7 @@ const (
 	opLoadRelease                   // a lease ends without a value
 	opNearGet                       // a read that asks for a near lease (near.go)
 	opNearInvalidate                // primary → near holder: drop the key's copy
+	opNearRenew                     // near holder → primary: renew the leases of many keys (nearrenew.go)
 )
 
 // handlers serve each op; an op without one is answered with an error.
@@ -168,6 +169,7 @@ var handlers = map[Op]func(n *Node, ctx context.Context, req *request) response{
 	opLoadRelease:     (*Node).serveLoadRelease,
 	opNearGet:         (*Node).serveNearGet,
 	opNearInvalidate:  (*Node).serveNearInvalidate,
+	opNearRenew:       (*Node).serveNearRenew,
 }
 
 // serve executes a request on this node. Forwarded requests and local ones
