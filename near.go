@@ -52,8 +52,9 @@ type nearCache struct {
 type nearShard struct {
 	mu      sync.RWMutex
 	entries map[string]*nearEntry
-	dropped map[string]nearDrop // invalidated keys: replies to reads sent before are not kept
-	seen    map[string]struct{} // keys read once from their owner, lately
+	dropped map[string]nearDrop      // invalidated keys: replies to reads sent before are not kept
+	seen    map[string]struct{}      // keys read once from their owner, lately
+	flights map[string]chan struct{} // near reads on their way, closed when answered
 }
 
 type nearEntry struct {
@@ -71,7 +72,7 @@ type nearDrop struct {
 func newNearCache(maxKeys int, maxBytes int64, lease time.Duration, stats *watchdog) *nearCache {
 	c := &nearCache{maxKeys: int64(maxKeys), maxBytes: maxBytes, lease: lease, base: time.Now(), stats: stats}
 	for i := range c.shards {
-		c.shards[i] = nearShard{entries: map[string]*nearEntry{}, dropped: map[string]nearDrop{}, seen: map[string]struct{}{}}
+		c.shards[i] = nearShard{entries: map[string]*nearEntry{}, dropped: map[string]nearDrop{}, seen: map[string]struct{}{}, flights: map[string]chan struct{}{}}
 	}
 	return c
 }
@@ -108,7 +109,7 @@ func (c *nearCache) admit(h uint64, key string) bool {
 	sh := c.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.entries[key] != nil {
+	if sh.entries[key] != nil || sh.flights[key] != nil {
 		return true
 	}
 	if _, ok := sh.seen[key]; ok {
@@ -225,10 +226,46 @@ func appendNearGrant(b []byte, version uint64, lease, left time.Duration, value 
 	return append(b, value...)
 }
 
+// flight returns, when a near read of key is on its way, a channel closed
+// when it is answered; otherwise it records one for the caller and returns
+// the function that ends it.
+func (c *nearCache) flight(h uint64, key string) (wait <-chan struct{}, done func()) {
+	sh := c.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ch := sh.flights[key]; ch != nil {
+		return ch, nil
+	}
+	ch := make(chan struct{})
+	sh.flights[key] = ch
+	return nil, func() {
+		sh.mu.Lock()
+		delete(sh.flights, key)
+		sh.mu.Unlock()
+		close(ch)
+	}
+}
+
 // readNear reads key, of hash h and partition p, from its owner with a
-// near lease, and keeps the value it returns.
+// near lease, and keeps the value it returns. Callers that miss while
+// another's near read of the key is on its way wait for it and then look
+// again: a copy it brought is served as any near copy is (a value it
+// brought is not, as that was read before they called).
 func (n *Node) readNear(ctx context.Context, p int, h uint64, key string) ([]byte, error) {
 	c := n.near
+	wait, done := c.flight(h, key)
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if v, ok := c.get(h, key); ok {
+			return v, nil
+		}
+	} else {
+		defer done()
+	}
 	c.stats.nearReads.Add(1)
 	seq, sent := c.seq.Load(), c.now()
 	resp, err := n.routeTo(ctx, p, &request{op: opNearGet, key: key, value: []byte(n.addr)})

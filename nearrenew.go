@@ -18,7 +18,7 @@ import (
 // invalidation of the key reached the holder since it was sent.
 
 // nearIdle is how many leases a near copy stays renewed without a hit.
-const nearIdle = 10
+const nearIdle = 30
 
 // nearRenewBatch bounds the keys of one renewal call.
 const nearRenewBatch = 512
@@ -50,6 +50,7 @@ func (n *Node) renewNear() {
 			switch until := e.until.Load(); {
 			case until <= now:
 				c.removeLocked(sh, k, e)
+				sh.seen[k] = struct{}{} // read again, it asks for a lease at once
 			case until-now < int64(c.lease/2) && now-e.used.Load() < nearIdle*int64(c.lease):
 				h := hashKey(k)
 				if t.self >= 0 || t.version > 0 {

@@ -197,7 +197,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	}
 	var pr passResult
 	var hist latency.Histogram
-	var gets, hits, forwarded int64
+	var gets, hits, forwarded, nearHits, nearReads int64
 	var errs []error
 	for range c.load {
 		o := <-outs
@@ -211,6 +211,8 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 		gets += o.res.Gets
 		hits += o.res.Hits
 		forwarded += o.res.Forwarded
+		nearHits += o.res.NearHits
+		nearReads += o.res.NearReads
 		if err := hist.AddSparse(o.res.Hist); err != nil {
 			errs = append(errs, err)
 		}
@@ -238,6 +240,7 @@ func runCell(ctx context.Context, c *cell) (passResult, error) {
 	pr.CPUServer = used.servers * perOp
 	if gets > 0 {
 		pr.HitRate = float64(hits) / float64(gets)
+		pr.NearHitsPerGet, pr.NearReadsPerGet = float64(nearHits)/float64(gets), float64(nearReads)/float64(gets)
 	}
 	pr.ForwardedPerOp = float64(forwarded) / float64(pr.Ops)
 	pr.P50 = hist.Quantile(0.50).Seconds() * 1e6

@@ -25,7 +25,11 @@ type passResult struct {
 	// ForwardedPerOp is the calls the load processes' nodes sent to other
 	// members, per op (GhostDB rows).
 	ForwardedPerOp float64 `json:"forwarded_per_op,omitempty"`
-	FirstError     string  `json:"first_error,omitempty"`
+	// NearHitsPerGet and NearReadsPerGet are the load processes' Gets
+	// answered from their near caches, and sent asking for a near lease.
+	NearHitsPerGet  float64 `json:"near_hits_per_get,omitempty"`
+	NearReadsPerGet float64 `json:"near_reads_per_get,omitempty"`
+	FirstError      string  `json:"first_error,omitempty"`
 }
 
 // ratios compares a GhostDB cell with the same workload on memcached and

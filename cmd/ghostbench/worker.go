@@ -11,6 +11,8 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -141,6 +143,10 @@ type cellResult struct {
 	// Forwarded is the calls the GhostDB node sent to other members
 	// while the cell was measured (its watchdog's Forwarded).
 	Forwarded int64 `json:"forwarded,omitempty"`
+	// NearHits and NearReads are its Gets answered from its near cache,
+	// and those it sent asking for a near lease.
+	NearHits  int64 `json:"near_hits,omitempty"`
+	NearReads int64 `json:"near_reads,omitempty"`
 }
 
 // worker is the state of a worker process.
@@ -159,6 +165,19 @@ func runWorker(ctx context.Context, raw string) error {
 	var cfg workerConfig
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		return fmt.Errorf("worker config: %w", err)
+	}
+	if dir := os.Getenv("GHOSTBENCH_CPUPROFILE"); dir != "" {
+		// A CPU profile of the worker's whole life, for the profiles
+		// performance.md asks of a change to the data path.
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d-%d.pprof", cfg.ID, os.Getpid())))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	w := &worker{cfg: cfg, keys: keyNames(cfg.Keys), value: make([]byte, cfg.ValueSize)}
 	for i := range w.value {
@@ -411,9 +430,9 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 	time.Sleep(cmd.Duration)
 	phase.Store(phaseStop)
 	elapsed := time.Since(start)
-	var forwarded int64
+	var after ghost.WatchdogStats
 	if cmd.Target == targetGhost {
-		forwarded = w.node.Watchdog().Forwarded - before.Forwarded
+		after = w.node.Watchdog()
 	}
 	wg.Wait()
 
@@ -430,7 +449,8 @@ func (w *worker) load(ctx context.Context, cl client, keys []string, cmd command
 	}
 	res := &cellResult{
 		Ops: total.ops, Gets: total.gets, Hits: total.hits, Errors: total.errors,
-		Seconds: elapsed.Seconds(), Hist: total.hist.Sparse(), Forwarded: forwarded,
+		Seconds: elapsed.Seconds(), Hist: total.hist.Sparse(),
+		Forwarded: after.Forwarded - before.Forwarded, NearHits: after.NearHits - before.NearHits, NearReads: after.NearReads - before.NearReads,
 	}
 	if total.firstErr != nil {
 		res.FirstErr = total.firstErr.Error()
