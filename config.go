@@ -119,6 +119,14 @@ type Config struct {
 	// expiry. Every node must have the same setting. Default 0: none.
 	StaleWhileRevalidate time.Duration
 
+	// LoadErrorTTL, when set, caches a loader's failure (negative
+	// caching): for this long, GetOrLoad of the key fails with the same
+	// error (ErrLoad) at once instead of running the loader again, unless
+	// a write of the key comes first. Keep it short: a second or two
+	// spares a failing database a stampede of retries. Default 0: a
+	// failure is not cached.
+	LoadErrorTTL time.Duration
+
 	// LoadTimeout bounds how long the callers of GetOrLoad wait for
 	// another caller's load of the same key when that caller vanishes
 	// without a word (its process died); then one of them loads. A load
@@ -388,7 +396,7 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.MaxKeys < 0, c.MaxBytes < 0, c.MaxValueSize < 0, c.ConnsPerPeer < 0, c.PartitionCount < 0, c.Replicas < 0, c.MaxConnections < 0, c.NearCacheKeys < 0, c.NearCacheBytes < 0:
 		return c, fmt.Errorf("ghost: negative limit in Config")
-	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0, c.NearCacheLease < 0, c.StaleWhileRevalidate < 0:
+	case c.RequestTimeout < 0, c.ConnectTimeout < 0, c.IdleTimeout < 0, c.SnapshotInterval < 0, c.RefreshAhead < 0, c.LoadTimeout < 0, c.NearCacheLease < 0, c.StaleWhileRevalidate < 0, c.LoadErrorTTL < 0:
 		return c, fmt.Errorf("ghost: negative timeout in Config")
 	case c.PartitionCount > 65535:
 		return c, fmt.Errorf("ghost: PartitionCount %d exceeds 65535", c.PartitionCount)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,11 +204,65 @@ func (n *Node) releaseLoad(key string, grant uint64, how uint8, msg string) {
 	}
 }
 
-// loadLeases are the load leases a primary has granted, by key.
+// loadLeases are the load leases a primary has granted, by key, and the
+// loads that failed lately (Config.LoadErrorTTL).
 type loadLeases struct {
-	mu      sync.Mutex
-	leases  map[string]*loadLease
-	waiting atomic.Int64 // calls waiting for another's load
+	mu       sync.Mutex
+	leases   map[string]*loadLease
+	failures map[string]loadFailure
+	failed   atomic.Int64 // len(failures): writes skip the lock when 0
+	waiting  atomic.Int64 // calls waiting for another's load
+}
+
+// loadFailure is a failed load remembered: its error, and until when.
+type loadFailure struct {
+	msg   string
+	until time.Time
+}
+
+// remember keeps key's failed load for ttl.
+func (ll *loadLeases) remember(key, msg string, ttl time.Duration) {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	if ll.failures == nil {
+		ll.failures = map[string]loadFailure{}
+	}
+	now := time.Now()
+	if len(ll.failures) >= 4096 { // a bound: the ended go, and if none had, all
+		maps.DeleteFunc(ll.failures, func(_ string, f loadFailure) bool { return !now.Before(f.until) })
+		if len(ll.failures) >= 4096 {
+			clear(ll.failures)
+		}
+	}
+	ll.failures[key] = loadFailure{msg: msg, until: now.Add(ttl)}
+	ll.failed.Store(int64(len(ll.failures)))
+}
+
+// failure returns key's remembered failed load, if it has not ended.
+func (ll *loadLeases) failure(key string) (string, bool) {
+	if ll.failed.Load() == 0 {
+		return "", false
+	}
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	f, ok := ll.failures[key]
+	if ok && !time.Now().Before(f.until) {
+		delete(ll.failures, key)
+		ll.failed.Store(int64(len(ll.failures)))
+		ok = false
+	}
+	return f.msg, ok
+}
+
+// forget drops key's remembered failure: a write of the key came.
+func (ll *loadLeases) forget(key string) {
+	if ll.failed.Load() == 0 {
+		return
+	}
+	ll.mu.Lock()
+	delete(ll.failures, key)
+	ll.failed.Store(int64(len(ll.failures)))
+	ll.mu.Unlock()
 }
 
 type loadLease struct {
@@ -284,6 +339,9 @@ func (n *Node) serveLoad(ctx context.Context, req *request) response {
 			}
 			return response{id: req.id, value: v, tver: t.version}
 		}
+		if msg, ok := n.loads.failure(req.key); ok {
+			return response{id: req.id, status: statusLoadFailed, msg: msg, tver: t.version}
+		}
 		grant := n.store.versions.next()
 		l, mine := n.loads.claim(req.key, req.rid, grant, time.Now().Add(n.cfg.LoadTimeout))
 		if mine {
@@ -359,6 +417,9 @@ func (n *Node) serveLoadRelease(_ context.Context, req *request) response {
 		failed = string(req.value)
 		if failed == "" {
 			failed = "no reason given"
+		}
+		if n.cfg.LoadErrorTTL > 0 {
+			n.loads.remember(req.key, failed, n.cfg.LoadErrorTTL)
 		}
 	}
 	n.loads.resolve(req.key, req.ver, failed)

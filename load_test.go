@@ -463,3 +463,36 @@ func TestGetOrLoadServesStaleWhileRevalidating(t *testing.T) {
 		return nil
 	})
 }
+
+// With LoadErrorTTL, a loader's failure is served to the callers that come
+// within it without a load; a write of the key ends it.
+func TestGetOrLoadCachesFailuresForLoadErrorTTL(t *testing.T) {
+	c := newCluster(t, 3, false, func(cfg *Config) { cfg.LoadErrorTTL = time.Minute })
+	ctx := context.Background()
+	key := c.keyOwnedBy(c.nodes[1], "negative")
+	var calls atomic.Int64
+	failing := func(context.Context, string) (any, time.Duration, error) {
+		calls.Add(1)
+		return nil, 0, errors.New("database down")
+	}
+	for _, n := range c.nodes {
+		if _, err := n.GetOrLoad(ctx, key, failing); !errors.Is(err, ErrLoad) {
+			t.Fatalf("GetOrLoad via %s: %v, want ErrLoad", n.Addr(), err)
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Fatalf("the failing loader ran %d times within LoadErrorTTL", got)
+	}
+	if err := c.nodes[0].Put(ctx, key, "written", NoExpiry); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[0].Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	it, err := c.nodes[2].GetOrLoad(ctx, key, func(context.Context, string) (any, time.Duration, error) {
+		return "loaded", NoExpiry, nil
+	})
+	if err != nil || it.Value != "loaded" {
+		t.Fatalf("GetOrLoad after a write: %v, %v", it.Value, err)
+	}
+}

@@ -241,6 +241,7 @@ func (n *Node) serveStore(ctx context.Context, req *request) response {
 	if req.op == opLoadFill && resp.status != statusWrongOwner && resp.status != statusStale {
 		n.loads.resolve(req.key, req.ver, "") // stored or not, the waiters read again
 	}
+	n.loads.forget(req.key) // a failed load remembered is forgotten at a write
 	return resp
 }
 
@@ -248,6 +249,7 @@ func (n *Node) serveDelete(ctx context.Context, req *request) response {
 	if resp, bad := badKey(req); bad {
 		return resp
 	}
+	n.loads.forget(req.key)
 	return n.serveWrite(ctx, req)
 }
 
