@@ -50,6 +50,11 @@ func (n *Node) evictionLoop() {
 			if !t.isPrimary(e.partition) {
 				continue
 			}
+			if hs := n.nearGrants.take(e.partition, e.key); len(hs) > 0 {
+				// Near copies of an evicted pair go too (a renewal would
+				// not find it, so they end with their leases at the latest).
+				n.goBackground(func() { n.invalidateHolders(hs, e.key, e.version) })
+			}
 			for _, m := range t.copiesOf(e.partition) {
 				select {
 				case senders <- struct{}{}:
