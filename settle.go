@@ -55,21 +55,36 @@ func (s *settleSignal) wake() {
 	s.mu.Unlock()
 }
 
-// inFlight reports whether e, its key's entry in pt, is a write its
-// copies may still confirm.
-func (pt *partition) inFlight(h uint64, e *entry) bool {
-	return e.unconfirmed.Load() && !e.abandoned.Load() && pt.index.load(h, e.key) == e
+// inFlightIn returns the write a reader of e's chain (e the key's entry in
+// the index) must wait for, or nil: the newest entry of the chain that has
+// not been abandoned, when its copies may still confirm it. A write
+// abandoned on top of one still in flight (a newer write of the key that
+// failed, a write decided again) must not make the reader skip both.
+func inFlightIn(e *entry) *entry {
+	for e != nil && e.unconfirmed.Load() && e.abandoned.Load() {
+		e = e.prior.Load()
+	}
+	if e != nil && e.unconfirmed.Load() {
+		return e
+	}
+	return nil
 }
 
-// awaitSettled waits, within ctx and the store's settleWait, until head,
-// the entry of its key (of hash h) in pt, is no longer a write in flight.
-func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, head *entry) {
+// awaitSettled waits, within ctx and the store's settleWait, until no
+// write of key (of hash h) in pt is in flight, looking at the index afresh
+// at every wake (the write waited for may have been replaced or decided
+// again), and returns the key's entry to serve from.
+func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, key string) *entry {
 	var timer *time.Timer
-	for pt.inFlight(h, head) {
+	for {
+		head := pt.index.load(h, key)
+		if inFlightIn(head) == nil {
+			return head
+		}
 		ch := pt.settled.channel()
-		if !pt.inFlight(h, head) { // settled before the channel was taken
+		if inFlightIn(pt.index.load(h, key)) == nil { // settled before the channel was taken
 			pt.settled.done()
-			break
+			continue
 		}
 		if timer == nil {
 			timer = time.NewTimer(s.settleWait)
@@ -80,11 +95,11 @@ func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, head 
 			pt.settled.done()
 		case <-ctx.Done():
 			pt.settled.done()
-			return
+			return pt.index.load(h, key)
 		case <-timer.C:
 			pt.settled.done()
 			s.settleTimeouts.Add(1)
-			return
+			return pt.index.load(h, key)
 		}
 	}
 }
@@ -96,8 +111,7 @@ func (n *Node) readMayWait(key string) bool {
 		return true
 	}
 	h := hashKey(key)
-	e := n.store.parts[n.partitionOfHash(h)].index.load(h, key)
-	return e != nil && e.unconfirmed.Load() && !e.abandoned.Load()
+	return inFlightIn(n.store.parts[n.partitionOfHash(h)].index.load(h, key)) != nil
 }
 
 // abandon records that the write of key at version failed: its copies may

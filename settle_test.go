@@ -84,12 +84,43 @@ func TestReadsFollowARestampedWrite(t *testing.T) {
 		t.Fatal("restamp refused")
 	}
 	pt.mu.Unlock()
+	select {
+	case v := <-got:
+		t.Fatalf("the read answered %q while the write, decided again, was in flight", v)
+	case <-time.After(20 * time.Millisecond): // a wait that should not end: no timing is asserted
+	}
 	s.confirm(1, "k", again)
-	if v := <-got; v != "new" && v != "old" {
-		t.Fatalf("read %q", v)
+	if v := <-got; v != "new" {
+		t.Fatalf("read %q, want the write it waited for", v)
 	}
 	if v, _ := s.get(1, "k"); string(v) != "new" {
 		t.Fatalf("read %q after the restamped write was confirmed", v)
+	}
+}
+
+// A newer write of the key that fails on top of one still in flight does
+// not make a waiting reader skip both: it waits for the first, and reads
+// it once confirmed. (A reader served the value before both, after a copy
+// had served the first: TestManyWritersPerKeyAreLinearizable.)
+func TestReadsWaitPastAFailedWriteForTheOneBelow(t *testing.T) {
+	s, _ := testStore(100, 1<<20)
+	s.settleWait = time.Hour
+	s.set(1, "k", []byte("old"), 0, false)
+	first := decideWrite(s, "k", "first")
+	second := decideWrite(s, "k", "second")
+	got := readInBackground(context.Background(), s, "k")
+	s.abandon(1, "k", second)
+	select {
+	case v := <-got:
+		t.Fatalf("the read answered %q while the first write was in flight", v)
+	case <-time.After(20 * time.Millisecond): // a wait that should not end: no timing is asserted
+	}
+	s.confirm(1, "k", first)
+	if v := <-got; v != "first" {
+		t.Fatalf("read %q, want the first write, confirmed", v)
+	}
+	if v, _ := s.get(1, "k"); string(v) != "first" {
+		t.Fatalf("read %q afterwards, want first", v)
 	}
 }
 

@@ -187,7 +187,7 @@ func (s *store) liveHashed(ctx context.Context, p int, h uint64, key string) *en
 	pt := &s.parts[p]
 	head := pt.index.load(h, key)
 	if head != nil && head.unconfirmed.Load() {
-		s.awaitSettled(ctx, pt, h, head)
+		head = s.awaitSettled(ctx, pt, h, key)
 	}
 	e := visible(head)
 	if e == nil || e.tombstone {
