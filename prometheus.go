@@ -1,6 +1,7 @@
 package ghost
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 
@@ -40,7 +41,7 @@ func opLabel(op Op) string {
 // node="host:port", so the collectors of several nodes can share a
 // registry. docs/metrics.md lists the metrics.
 func (n *Node) Collector() prometheus.Collector {
-	return prometheus.WrapCollectorWith(prometheus.Labels{"node": n.addr}, &nodeCollector{n: n, descs: newNodeDescs()})
+	return prometheus.WrapCollectorWith(prometheus.Labels{"node": n.addr}, &nodeCollector{src: n, descs: newNodeDescs()})
 }
 
 // newMetricsHandler returns the handler of GET /metrics: n's own registry.
@@ -48,15 +49,15 @@ func newMetricsHandler(n *Node) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(n.Collector()) // a fresh registry: no name can clash
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:      slogPrinter{n},
+		ErrorLog:      slogPrinter{n.log},
 		ErrorHandling: promhttp.ContinueOnError,
 	})
 }
 
 // slogPrinter gives promhttp the node's logger.
-type slogPrinter struct{ n *Node }
+type slogPrinter struct{ log *slog.Logger }
 
-func (p slogPrinter) Println(v ...any) { p.n.log.Warn("ghost: serving metrics", "err", v) }
+func (p slogPrinter) Println(v ...any) { p.log.Warn("ghost: serving metrics", "err", v) }
 
 // exportedFigure is a figure of the name table (stats.go) that is exported,
 // with its metric's descriptor.
@@ -127,9 +128,17 @@ func newNodeDescs() nodeDescs {
 	return d
 }
 
+// scrapeSource is what the collector reads of a node when it is scraped:
+// a narrow view, so that the collector holds no *Node.
+type scrapeSource interface {
+	scrapeFigures() (WatchdogStats, SnitchStats)
+	scrapeGauges() (members int, degraded bool, name string, protocol uint8)
+	latencyHistograms() *latencies
+}
+
 // nodeCollector reads a node's figures when it is scraped.
 type nodeCollector struct {
-	n     *Node
+	src   scrapeSource
 	descs nodeDescs
 }
 
@@ -142,24 +151,37 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{d.members, d.degraded, d.info} {
 		ch <- desc
 	}
-	ch <- c.n.latency.desc
+	ch <- c.src.latencyHistograms().desc
 }
 
 // Collect implements prometheus.Collector.
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
-	n, d := c.n, &c.descs
-	w, s := n.watchdogStats(), snitchStats(n.store, n.frameBudget, &n.snapshots)
+	d := &c.descs
+	w, s := c.src.scrapeFigures()
 	collectFigures(ch, d.watchdog, &w)
 	collectFigures(ch, d.snitch, &s)
 	gauge := func(desc *prometheus.Desc, v int, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(v), labels...)
 	}
-	gauge(d.members, len(n.Members()))
+	members, cutOff, name, protocol := c.src.scrapeGauges()
+	gauge(d.members, members)
 	degraded := 0
-	if n.cutOff.Load() {
+	if cutOff {
 		degraded = 1
 	}
 	gauge(d.degraded, degraded)
-	gauge(d.info, 1, n.name, strconv.Itoa(int(n.cfg.protocolVersion)))
-	n.latency.collect(ch)
+	gauge(d.info, 1, name, strconv.Itoa(int(protocol)))
+	c.src.latencyHistograms().collect(ch)
 }
+
+// scrapeFigures are the node's watchdog and snitch figures now.
+func (n *Node) scrapeFigures() (WatchdogStats, SnitchStats) {
+	return n.watchdogStats(), snitchStats(n.store, n.frameBudget, &n.snapshots)
+}
+
+// scrapeGauges are the node's gauges that are no figure of a sample.
+func (n *Node) scrapeGauges() (members int, degraded bool, name string, protocol uint8) {
+	return len(n.Members()), n.cutOff.Load(), n.name, n.cfg.protocolVersion
+}
+
+func (n *Node) latencyHistograms() *latencies { return n.latency }
