@@ -62,7 +62,11 @@ var errTTL = errors.New("ghost: bad TTL")
 
 // gateway is a node's HTTP server and the listener that feeds it.
 type gateway struct {
-	n         *Node
+	n         gatewayNode
+	cfg       Config
+	addr      string           // the node's, for the listener's Addr
+	log       *slog.Logger     // the node's
+	tracker   goroutineTracker // counts each connection's goroutine, so shutdown waits for it
 	srv       *http.Server
 	conns     chan net.Conn // connections handed over by dispatch
 	stop      chan struct{} // closed when the listener closes
@@ -71,34 +75,66 @@ type gateway struct {
 	pages     *pages // /metrics, /dashboard
 }
 
+// gatewayNode is what the gateway uses of its node: the calls of the
+// original protocol, and what its pages and its refusals need.
+type gatewayNode interface {
+	Get(ctx context.Context, key string) (Item, error)
+	Put(ctx context.Context, key string, value any, ttl time.Duration) error
+	Add(ctx context.Context, key string, value any, ttl time.Duration) error
+	Delete(ctx context.Context, key string) error
+	Flush(ctx context.Context) error
+	ForceQuorum(ctx context.Context) error
+	localSamples(op Op) []Sample
+	pairCount() int64
+	memberView() []memberInfo
+	refusePeer(remote, reason string, err error)
+}
+
+// goroutineTracker counts goroutines that shutdown waits for: a
+// sync.WaitGroup, or the node's.
+type goroutineTracker interface {
+	Add(delta int)
+	Done()
+}
+
 // newGateway starts n's HTTP server. Each connection it serves counts in
 // n.wg from hand-over to the end of its goroutine, so shutdown waits for it.
 func newGateway(n *Node) *gateway {
+	return startGateway(n, n.cfg, n.addr, n.log, &n.wg, newPages(n), n.goBackground)
+}
+
+// startGateway starts the HTTP server of node, whose connections it counts
+// in tracker; start runs its accept loop.
+func startGateway(node gatewayNode, cfg Config, addr string, log *slog.Logger, tracker goroutineTracker, pages *pages, start func(func())) *gateway {
 	g := &gateway{
-		n:         n,
+		n:         node,
+		cfg:       cfg,
+		addr:      addr,
+		log:       log,
+		tracker:   tracker,
 		conns:     make(chan net.Conn),
 		stop:      make(chan struct{}),
-		bodyLimit: int64(n.cfg.MaxValueSize) + bodyHeadroom,
-		pages:     newPages(n),
+		bodyLimit: int64(cfg.MaxValueSize) + bodyHeadroom,
+		pages:     pages,
 	}
 	g.srv = &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: httpHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       n.cfg.IdleTimeout, // between requests on a kept-alive connection
+		IdleTimeout:       cfg.IdleTimeout, // between requests on a kept-alive connection
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		// net/http would otherwise write to the standard logger.
-		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// StateClosed (or StateHijacked) is the last thing a connection's
 		// goroutine does.
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateClosed || s == http.StateHijacked {
-				n.wg.Done()
+				tracker.Done()
 			}
 		},
 	}
-	n.goBackground(func() { _ = g.srv.Serve(gatewayListener{g}) })
+	start(func() { _ = g.srv.Serve(gatewayListener{g}) })
 	return g
 }
 
@@ -106,12 +142,12 @@ func newGateway(n *Node) *gateway {
 // already read. The caller must be counted in n.wg, so that the count here
 // never rises from zero while shutdown waits.
 func (g *gateway) handOff(conn net.Conn, first byte) {
-	g.n.wg.Add(1)
+	g.tracker.Add(1)
 	select {
 	case g.conns <- &prefixConn{Conn: conn, first: first}:
 	case <-g.stop:
 		conn.Close()
-		g.n.wg.Done()
+		g.tracker.Done()
 	}
 }
 
@@ -141,7 +177,7 @@ func (l gatewayListener) Close() error {
 	return nil
 }
 
-func (l gatewayListener) Addr() net.Addr { return gatewayAddr(l.g.n.addr) }
+func (l gatewayListener) Addr() net.Addr { return gatewayAddr(l.g.addr) }
 
 type gatewayAddr string
 
@@ -344,7 +380,7 @@ func (g *gateway) delete(ctx context.Context, in *gobjIn) gatewayReply {
 func (g *gateway) flush(ctx context.Context, _ *gobjIn) gatewayReply {
 	err := g.n.Flush(ctx)
 	if err != nil {
-		g.n.log.Debug("ghost: flush over HTTP failed", "err", err)
+		g.log.Debug("ghost: flush over HTTP failed", "err", err)
 	}
 	return reply(OpFlush, "", err)
 }
@@ -353,7 +389,7 @@ func (g *gateway) flush(ctx context.Context, _ *gobjIn) gatewayReply {
 // each node in turn.
 func (g *gateway) nodeSize(context.Context, *gobjIn) gatewayReply {
 	rep := reply(OpGet, "", nil) // "OK", as for any read
-	rep.Gobj.Value = g.n.store.len()
+	rep.Gobj.Value = g.n.pairCount()
 	return rep
 }
 

@@ -61,7 +61,7 @@ func isLoopback(addr string) bool {
 // authorize answers a request the rules refuse, and reports whether the
 // request may go on.
 func (g *gateway) authorize(w http.ResponseWriter, r *http.Request) bool {
-	status, reason := gatewayRefusal(g.n.cfg, r.RemoteAddr, r.Header.Get("Authorization"))
+	status, reason := gatewayRefusal(g.cfg, r.RemoteAddr, r.Header.Get("Authorization"))
 	if status == 0 {
 		return true
 	}

@@ -82,3 +82,7 @@ func partitionCounts(view []partitionInfo, addr string) (owned, backedUp int) {
 	}
 	return owned, backedUp
 }
+
+// pairCount is the pairs this node holds, expired ones the crawler has not
+// reached yet included: the original protocol's nodeSize.
+func (n *Node) pairCount() int64 { return n.store.len() }
