@@ -87,7 +87,8 @@ type dashSeries struct {
 
 // dashboard holds the figures gathered for the page.
 type dashboard struct {
-	n          *Node
+	n          dashboardSource
+	addr       string     // the node's
 	mu         sync.Mutex // held while gathering, so that viewers share one gathering
 	gathered   time.Time
 	members    []dashMember
@@ -95,8 +96,17 @@ type dashboard struct {
 	series     map[string]*dashSeries // by member name
 }
 
-func newDashboard(n *Node) *dashboard {
-	return &dashboard{n: n, series: make(map[string]*dashSeries)}
+// dashboardSource is what the dashboard reads of its node: the cluster as
+// the node sees it, and every member's latest samples.
+type dashboardSource interface {
+	memberView() []memberInfo
+	partitionView() []partitionInfo
+	transfersInFlight() int
+	broadcast(ctx context.Context, op Op) []broadcastResult
+}
+
+func newDashboard(n dashboardSource, addr string) *dashboard {
+	return &dashboard{n: n, addr: addr, series: make(map[string]*dashSeries)}
 }
 
 func (d *dashboard) servePage(w http.ResponseWriter, _ *http.Request) {
@@ -138,7 +148,7 @@ func (d *dashboard) data(since int64) dashData {
 		d.gather()
 	}
 	out := dashData{
-		Node:       d.n.addr,
+		Node:       d.addr,
 		Time:       d.gathered.UnixMilli(),
 		Window:     dashWindow.Milliseconds(),
 		Members:    d.members,

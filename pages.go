@@ -22,7 +22,7 @@ type pages struct {
 }
 
 func newPages(n *Node) *pages {
-	return &pages{metrics: newMetricsHandler(n), dash: newDashboard(n)}
+	return &pages{metrics: newMetricsHandler(n), dash: newDashboard(n, n.addr)}
 }
 
 // serve answers r when its path is one of the pages, and reports whether
