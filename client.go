@@ -23,14 +23,48 @@ import (
 // call looks its pool up, so the map is read without a lock: it is
 // replaced whole, under mu, when a pool is added or removed.
 type peerClients struct {
-	node   *Node
+	setup  *peerSetup
 	mu     sync.Mutex
 	pools  atomic.Pointer[map[string]*peerPool]
 	closed bool
 }
 
-func (pc *peerClients) init(n *Node) {
-	pc.node = n
+// peerSetup is what the peer pools need of their node: how to open and
+// secure a connection, the limits of a call, and how to start goroutines
+// that its shutdown waits for.
+type peerSetup struct {
+	dial            func(ctx context.Context, addr string) (net.Conn, error)
+	secure          func(ctx context.Context, conn net.Conn, addr string) (net.Conn, error)
+	requestTimeout  time.Duration
+	connectTimeout  time.Duration
+	idleTimeout     time.Duration
+	suspectTimeout  time.Duration
+	connsPerPeer    int
+	maxFrameSize    int
+	protocolVersion uint8
+	frames          *frameBudget
+	goBackground    func(func())
+}
+
+// peerSetup is the setup of n's peer pools.
+func (n *Node) peerSetup() *peerSetup {
+	return &peerSetup{
+		dial:            n.ep.dial,
+		secure:          n.secureClient,
+		requestTimeout:  n.cfg.RequestTimeout,
+		connectTimeout:  n.cfg.ConnectTimeout,
+		idleTimeout:     n.cfg.IdleTimeout,
+		suspectTimeout:  n.cfg.SuspectTimeout,
+		connsPerPeer:    n.cfg.ConnsPerPeer,
+		maxFrameSize:    n.cfg.MaxFrameSize,
+		protocolVersion: n.cfg.protocolVersion,
+		frames:          n.frameBudget,
+		goBackground:    n.goBackground,
+	}
+}
+
+func (pc *peerClients) init(s *peerSetup) {
+	pc.setup = s
 	pc.pools.Store(&map[string]*peerPool{})
 }
 
@@ -43,7 +77,7 @@ func (pc *peerClients) get(addr string) *peerPool {
 	pools := *pc.pools.Load()
 	p := pools[addr]
 	if p == nil {
-		p = newPeerPool(pc.node, addr)
+		p = newPeerPool(pc.setup, addr)
 		if pc.closed {
 			p.close() // the node is shutting down: dial nothing new
 		} else {
@@ -86,7 +120,7 @@ func (pc *peerClients) closeAll() {
 // peerPool is a small set of pipelined connections to one peer, dialled on
 // first use and again after they break.
 type peerPool struct {
-	node         *Node
+	setup        *peerSetup
 	addr         string
 	slots        []poolSlot
 	next         atomic.Uint32
@@ -118,9 +152,9 @@ type dialAttempt struct {
 	err  error
 }
 
-func newPeerPool(n *Node, addr string) *peerPool {
+func newPeerPool(s *peerSetup, addr string) *peerPool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &peerPool{node: n, addr: addr, slots: make([]poolSlot, n.cfg.ConnsPerPeer), ctx: ctx, cancel: cancel}
+	return &peerPool{setup: s, addr: addr, slots: make([]poolSlot, s.connsPerPeer), ctx: ctx, cancel: cancel}
 }
 
 func (p *peerPool) suspect() bool {
@@ -129,7 +163,7 @@ func (p *peerPool) suspect() bool {
 }
 
 func (p *peerPool) markSuspect() {
-	p.suspectUntil.Store(time.Now().Add(p.node.cfg.SuspectTimeout).UnixNano())
+	p.suspectUntil.Store(time.Now().Add(p.setup.suspectTimeout).UnixNano())
 }
 
 // call sends req to the peer and waits for its reply, until ctx ends or
@@ -179,7 +213,7 @@ func (p *peerPool) conn(ctx context.Context) (c *clientConn, fresh bool, err err
 		s.dialing = d
 		// close sets closed before it takes each slot's lock, so no dial
 		// starts once the node's shutdown waits for its goroutines.
-		p.node.goBackground(func() { p.dial(s, d) })
+		p.setup.goBackground(func() { p.dial(s, d) })
 	}
 	s.mu.Unlock()
 	select {
@@ -192,7 +226,7 @@ func (p *peerPool) conn(ctx context.Context) (c *clientConn, fresh bool, err err
 
 // dial connects slot s for the callers waiting on d.
 func (p *peerPool) dial(s *poolSlot, d *dialAttempt) {
-	c, err := dialPeer(p.ctx, p.node, p.addr)
+	c, err := dialPeer(p.ctx, p.setup, p.addr)
 	s.mu.Lock()
 	if err == nil && p.closed.Load() {
 		c.fail(ErrClosed)
@@ -261,14 +295,14 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 // dialPeer connects to the peer at addr and shakes hands. The connect is
 // bounded by ConnectTimeout and the whole by RequestTimeout; ctx can only
 // cut it shorter.
-func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+func dialPeer(ctx context.Context, s *peerSetup, addr string) (*clientConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
 	defer cancel()
-	connectCtx, connected := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
-	conn, err := n.ep.dial(connectCtx, addr)
+	connectCtx, connected := context.WithTimeout(ctx, s.connectTimeout)
+	conn, err := s.dial(connectCtx, addr)
 	connected()
 	if err == nil {
-		conn, err = n.secureClient(ctx, conn, addr)
+		conn, err = s.secure(ctx, conn, addr)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ghost: connect to %s: %w", addr, err)
@@ -278,7 +312,7 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 	// A pool closing mid-handshake closes the connection under it.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	hello := append([]byte{preambleCache}, magic...)
-	hello = append(hello, n.cfg.protocolVersion)
+	hello = append(hello, s.protocolVersion)
 	var reply [len(magic) + 2]byte
 	if _, err = conn.Write(hello); err == nil {
 		_, err = io.ReadFull(conn, reply[:])
@@ -287,7 +321,7 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 		err = errors.New("peer does not speak the GhostDB cache protocol")
 	}
 	if err == nil && reply[len(magic)+1] != 0 {
-		err = fmt.Errorf("%w: we speak %d, %s speaks %d", ErrProtocolVersion, n.cfg.protocolVersion, addr, reply[len(magic)])
+		err = fmt.Errorf("%w: we speak %d, %s speaks %d", ErrProtocolVersion, s.protocolVersion, addr, reply[len(magic)])
 	}
 	if !stop() && err == nil {
 		err = ctx.Err()
@@ -299,15 +333,15 @@ func dialPeer(ctx context.Context, n *Node, addr string) (*clientConn, error) {
 	_ = conn.SetDeadline(time.Time{})
 	c := &clientConn{
 		conn:     conn,
-		timeout:  n.cfg.RequestTimeout,
-		idle:     n.cfg.IdleTimeout / 2,
+		timeout:  s.requestTimeout,
+		idle:     s.idleTimeout / 2,
 		broken:   make(chan struct{}),
 		pending:  make(map[uint64]*call),
 		lastUsed: time.Now().UnixNano(),
 	}
 	c.enc = msgpack.NewEncoder(&c.queue.out)
-	n.goBackground(func() { c.readLoop(n.cfg.MaxFrameSize, n.frameBudget) })
-	n.goBackground(c.reap)
+	s.goBackground(func() { c.readLoop(s.maxFrameSize, s.frames) })
+	s.goBackground(c.reap)
 	return c, nil
 }
 

@@ -181,7 +181,7 @@ func TestSilentPeerCostsAtMostRequestTimeout(t *testing.T) {
 		"accepts and never answers": listenSilent(t),
 		"never accepts":             listenFull(t),
 	} {
-		p := newPeerPool(c.nodes[0], addr)
+		p := newPeerPool(c.nodes[0].peerSetup(), addr)
 		defer p.close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -312,7 +312,6 @@ func TestFrozenPeerCostsAtMostRequestTimeout(t *testing.T) {
 // A request written on a pooled connection the peer closes (as idle, say)
 // is sent again on a new connection, and the caller never knows.
 func TestCallRetriesWhenTheConnectionIsClosedUnderIt(t *testing.T) {
-	c := newCluster(t, 1, true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -331,12 +330,37 @@ func TestCallRetriesWhenTheConnectionIsClosedUnderIt(t *testing.T) {
 		}
 	}()
 	defer func() { ln.Close(); <-served }()
-	p := newPeerPool(c.nodes[0], ln.Addr().String())
+	var goroutines sync.WaitGroup
+	defer goroutines.Wait()
+	p := newPeerPool(plainPeerSetup(&goroutines), ln.Addr().String())
 	defer p.close()
 	for i := range 3 {
 		if _, err := p.call(context.Background(), &request{op: OpPing}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
+	}
+}
+
+// plainPeerSetup is a peer pool's setup without a node: plain TCP, the
+// default limits, its goroutines counted in wg.
+func plainPeerSetup(wg *sync.WaitGroup) *peerSetup {
+	cfg, err := Config{Addr: "127.0.0.1:0"}.withDefaults()
+	if err != nil {
+		panic(err)
+	}
+	var d net.Dialer
+	return &peerSetup{
+		dial:            func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) },
+		secure:          func(_ context.Context, conn net.Conn, _ string) (net.Conn, error) { return conn, nil },
+		requestTimeout:  cfg.RequestTimeout,
+		connectTimeout:  cfg.ConnectTimeout,
+		idleTimeout:     cfg.IdleTimeout,
+		suspectTimeout:  cfg.SuspectTimeout,
+		connsPerPeer:    cfg.ConnsPerPeer,
+		maxFrameSize:    cfg.MaxFrameSize,
+		protocolVersion: cfg.protocolVersion,
+		frames:          frameBudgetFor(cfg.MaxFrameSize),
+		goBackground:    func(f func()) { wg.Go(f) },
 	}
 }
 

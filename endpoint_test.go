@@ -68,7 +68,7 @@ func TestGarbageOnThePortHarmsNothing(t *testing.T) {
 			t.Fatalf("Put after garbage: %v", err)
 		}
 	}
-	p := newPeerPool(c.nodes[0], target.Addr())
+	p := newPeerPool(c.nodes[0].peerSetup(), target.Addr())
 	defer p.close()
 	if _, err := p.call(ctx, &request{op: OpPing}); err != nil {
 		t.Fatalf("fresh connection after garbage: %v", err)

@@ -267,7 +267,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 		n.name = n.addr + "#" + randomSuffix()
 	}
 	n.self = member{name: n.name, addr: n.addr, start: time.Now().UnixNano()}
-	n.peers.init(n)
+	n.peers.init(n.peerSetup())
 	n.gossip = newGossipTransport(n)
 	n.table.Store(singleTable(n.self, cfg.PartitionCount))
 	n.markPrimaries(n.table.Load())

@@ -21,7 +21,7 @@ func TestPeerOfAnotherVersionStaysOut(t *testing.T) {
 	ctx := context.Background()
 	// Join's push/pull has run both ways: each side refused the other.
 	// The cache protocol refuses it too.
-	if _, err := dialPeer(ctx, c.nodes[0], odd.Addr()); !errors.Is(err, ErrProtocolVersion) {
+	if _, err := dialPeer(ctx, c.nodes[0].peerSetup(), odd.Addr()); !errors.Is(err, ErrProtocolVersion) {
 		t.Fatalf("dial to a node of another version: %v", err)
 	}
 	for _, n := range c.nodes {

@@ -59,7 +59,7 @@ func TestSecretClusterServesOverTLS(t *testing.T) {
 			c := newCluster(t, 3, tcp, withSecret(testSecret))
 			c.checkServes("tls")
 			// The peer connections are TLS ones.
-			conn, err := dialPeer(context.Background(), c.nodes[0], c.nodes[1].Addr())
+			conn, err := dialPeer(context.Background(), c.nodes[0].peerSetup(), c.nodes[1].Addr())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +99,7 @@ func TestForeignNodeGetsNothing(t *testing.T) {
 			if got := len(c.nodes[0].Members()); got != 2 {
 				t.Fatalf("the cluster has %d members, want 2", got)
 			}
-			if conn, err := dialPeer(ctx, foreign, c.nodes[0].Addr()); err == nil {
+			if conn, err := dialPeer(ctx, foreign.peerSetup(), c.nodes[0].Addr()); err == nil {
 				conn.fail(io.EOF)
 				t.Fatal("foreign node opened a cache connection")
 			}
@@ -198,11 +198,11 @@ func TestOwnPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer foreign.Close()
-	if conn, err := dialPeer(context.Background(), foreign, c.nodes[0].Addr()); err == nil {
+	if conn, err := dialPeer(context.Background(), foreign.peerSetup(), c.nodes[0].Addr()); err == nil {
 		conn.fail(io.EOF)
 		t.Fatal("a node of another CA opened a cache connection")
 	}
-	if conn, err := dialPeer(context.Background(), c.nodes[0], foreign.Addr()); err == nil {
+	if conn, err := dialPeer(context.Background(), c.nodes[0].peerSetup(), foreign.Addr()); err == nil {
 		conn.fail(io.EOF)
 		t.Fatal("a cluster node accepted a node of another CA")
 	}
@@ -293,7 +293,7 @@ func TestKeyRotationUnderLoadLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer leaked.Close()
-	if conn, err := dialPeer(context.Background(), leaked, c.nodes[0].Addr()); err == nil {
+	if conn, err := dialPeer(context.Background(), leaked.peerSetup(), c.nodes[0].Addr()); err == nil {
 		conn.fail(io.EOF)
 		t.Fatal("a node with the retired key opened a cache connection")
 	}
