@@ -268,7 +268,7 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.self = member{name: n.name, addr: n.addr, start: time.Now().UnixNano()}
 	n.peers.init(n.peerSetup())
-	n.gossip = newGossipTransport(n)
+	n.gossip = newGossipTransport(n.ep, n.secureClient, n.addr, n.log, n.goBackground)
 	n.table.Store(singleTable(n.self, cfg.PartitionCount))
 	n.markPrimaries(n.table.Load())
 	n.store.evicted = n.noteEviction

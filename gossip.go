@@ -130,42 +130,48 @@ func (d gossipDelegate) NotifyAlive(peer *memberlist.Node) error {
 // UDP packets on the endpoint, and TCP streams that open with
 // preambleGossip, handed over by the node's accept loop.
 type gossipTransport struct {
-	n       *Node
+	ep      endpoint // the node's: its packets, and its dials
+	secure  func(ctx context.Context, conn net.Conn, addr string) (net.Conn, error)
+	addr    string // the node's advertised address
+	log     *slog.Logger
 	packets chan *memberlist.Packet
 	streams chan net.Conn
 	ctx     context.Context // ends at Shutdown, cutting dials short
 	stop    context.CancelFunc
 }
 
-func newGossipTransport(n *Node) *gossipTransport {
+// newGossipTransport carries gossip over ep, securing its streams with
+// secure, for a node advertised at addr; start runs its packet reader.
+func newGossipTransport(ep endpoint, secure func(context.Context, net.Conn, string) (net.Conn, error), addr string, log *slog.Logger, start func(func())) *gossipTransport {
 	ctx, stop := context.WithCancel(context.Background())
 	t := &gossipTransport{
-		n:       n,
+		ep:      ep,
+		secure:  secure,
+		addr:    addr,
+		log:     log,
 		packets: make(chan *memberlist.Packet, 256),
 		streams: make(chan net.Conn),
 		ctx:     ctx,
 		stop:    stop,
 	}
-	n.goBackground(t.readPackets)
+	start(t.readPackets)
 	return t
 }
 
 func (t *gossipTransport) readPackets() {
 	buf := make([]byte, 65536)
 	for {
-		size, from, err := t.n.ep.readPacket(buf)
+		size, from, err := t.ep.readPacket(buf)
 		if err != nil {
 			select {
-			case <-t.ctx.Done():
-				return
-			case <-t.n.done:
+			case <-t.ctx.Done(): // Shutdown, which the node's shutdown calls
 				return
 			default:
 			}
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				continue
 			}
-			t.n.log.Debug("ghost: gossip packet read ends", "err", err)
+			t.log.Debug("ghost: gossip packet read ends", "err", err)
 			return
 		}
 		p := &memberlist.Packet{Buf: slices.Clone(buf[:size]), From: from, Timestamp: time.Now()}
@@ -187,14 +193,14 @@ func (t *gossipTransport) handOff(conn net.Conn) {
 
 // FinalAdvertiseAddr implements memberlist.Transport.
 func (t *gossipTransport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
-	host, port, _ := net.SplitHostPort(t.n.addr)
+	host, port, _ := net.SplitHostPort(t.addr)
 	p, _ := strconv.Atoi(port)
 	return net.ParseIP(host), p, nil
 }
 
 // WriteTo implements memberlist.Transport.
 func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	return time.Now(), t.n.ep.writePacket(b, addr)
+	return time.Now(), t.ep.writePacket(b, addr)
 }
 
 // PacketCh implements memberlist.Transport.
@@ -204,9 +210,9 @@ func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packet
 func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
 	defer cancel()
-	conn, err := t.n.ep.dial(ctx, addr)
+	conn, err := t.ep.dial(ctx, addr)
 	if err == nil {
-		conn, err = t.n.secureClient(ctx, conn, addr)
+		conn, err = t.secure(ctx, conn, addr)
 	}
 	if err != nil {
 		return nil, err
