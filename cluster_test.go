@@ -343,10 +343,16 @@ func (w *load) note(l *ledger, key string, v int64, err error) {
 // waitOps waits until the writers have done count more operations.
 func (w *load) waitOps(t testing.TB, count int64) {
 	t.Helper()
-	target := w.ops.Load() + count
-	waitFor(t, 30*time.Second, func() error {
-		if got := w.ops.Load(); got < target {
-			return fmt.Errorf("%d writes done, waiting for %d", got, target)
+	waitCount(t, &w.ops, count, 30*time.Second, "writes")
+}
+
+// waitCount waits, for at most timeout, until counter has grown by count.
+func waitCount(t testing.TB, counter *atomic.Int64, count int64, timeout time.Duration, what string) {
+	t.Helper()
+	target := counter.Load() + count
+	waitFor(t, timeout, func() error {
+		if got := counter.Load(); got < target {
+			return fmt.Errorf("%d %s done, waiting for %d", got, what, target)
 		}
 		return nil
 	})

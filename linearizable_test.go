@@ -131,13 +131,7 @@ func (r *registerClients) start(via *Node, write bool) {
 // waitOps waits until the clients have made count more calls.
 func (r *registerClients) waitOps(t testing.TB, count int64) {
 	t.Helper()
-	target := r.ops.Load() + count
-	waitFor(t, 60*time.Second, func() error {
-		if got := r.ops.Load(); got < target {
-			return fmt.Errorf("%d of %d operations", got, target)
-		}
-		return nil
-	})
+	waitCount(t, &r.ops, count, 60*time.Second, "operations")
 }
 
 func (r *registerClients) stop() {

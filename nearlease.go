@@ -130,17 +130,9 @@ func (n *Node) grantsNear(t *table, p int, tver uint64, holder string) bool {
 // serveNearGet is serveGet with a near lease for the reader, when this
 // node is the key's primary by the reader's table.
 func (n *Node) serveNearGet(ctx context.Context, req *request) response {
-	if resp, bad := badKey(req); bad {
-		return resp
-	}
-	h := hashKey(req.key)
-	p := n.partitionOfHash(h)
-	t := n.table.Load()
-	if req.tver > t.version || !t.inSync(p) {
-		return n.refuse(req, t, "a read")
-	}
-	if n.refuses(OpGet) || !n.awaitLease(ctx) {
-		return response{id: req.id, status: statusNoQuorum, tver: t.version}
+	h, p, t, refusal := n.admitRead(ctx, req)
+	if refusal != nil {
+		return *refusal
 	}
 	grant := n.grantsNear(t, p, req.tver, string(req.value))
 	if grant {

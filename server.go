@@ -189,23 +189,35 @@ func badKey(req *request) (response, bool) {
 	return response{}, false
 }
 
-// serveGet reads a key on one of its partition's in-sync copies.
-func (n *Node) serveGet(ctx context.Context, req *request) response {
+// admitRead checks a read as any copy serving it does: its key, the table
+// it was routed with, this node's quorum and lease. It returns the key's
+// hash and partition and the table, or the refusal to answer with.
+func (n *Node) admitRead(ctx context.Context, req *request) (h uint64, p int, t *table, refusal *response) {
 	if resp, bad := badKey(req); bad {
-		return resp
+		return 0, 0, nil, &resp
 	}
-	h := hashKey(req.key)
-	p := n.partitionOfHash(h)
-	t := n.table.Load()
+	h = hashKey(req.key)
+	p = n.partitionOfHash(h)
+	t = n.table.Load()
 	if req.tver > t.version || !t.inSync(p) {
 		// Routed with a newer table than ours: by it we may hold nothing
 		// of the partition (a process started on a member's address that
 		// has not joined yet holds a table of its own, alone). The caller
 		// asks another copy.
-		return n.refuse(req, t, "a read")
+		resp := n.refuse(req, t, "a read")
+		return 0, 0, nil, &resp
 	}
 	if n.refuses(OpGet) || !n.awaitLease(ctx) {
-		return response{id: req.id, status: statusNoQuorum, tver: t.version}
+		return 0, 0, nil, &response{id: req.id, status: statusNoQuorum, tver: t.version}
+	}
+	return h, p, t, nil
+}
+
+// serveGet reads a key on one of its partition's in-sync copies.
+func (n *Node) serveGet(ctx context.Context, req *request) response {
+	h, p, t, refusal := n.admitRead(ctx, req)
+	if refusal != nil {
+		return *refusal
 	}
 	resp := response{id: req.id, tver: t.version}
 	v, ok := n.readLocal(ctx, p, h, req.key)

@@ -20,6 +20,17 @@ func decideWrite(s *store, key, v string) uint64 {
 	return version
 }
 
+// stillWaiting fails t if the read whose answer arrives on got answers
+// within a short while: it should be waiting, while what.
+func stillWaiting(t *testing.T, got <-chan string, what string) {
+	t.Helper()
+	select {
+	case v := <-got:
+		t.Fatalf("the read answered %q %s", v, what)
+	case <-time.After(20 * time.Millisecond): // a wait that should not end: no timing is asserted
+	}
+}
+
 // readInBackground starts a read of key with ctx and returns where its
 // answer arrives.
 func readInBackground(ctx context.Context, s *store, key string) <-chan string {
@@ -41,11 +52,7 @@ func TestReadsWaitForAWriteInFlight(t *testing.T) {
 
 	version := decideWrite(s, "k", "new")
 	got := readInBackground(context.Background(), s, "k")
-	select {
-	case v := <-got:
-		t.Fatalf("the read answered %q while the write was in flight", v)
-	case <-time.After(20 * time.Millisecond): // a wait that should not end: no timing is asserted
-	}
+	stillWaiting(t, got, "while the write was in flight")
 	s.confirm(1, "k", version)
 	if v := <-got; v != "new" {
 		t.Fatalf("read %q once the write was confirmed, want new", v)
@@ -84,11 +91,7 @@ func TestReadsFollowARestampedWrite(t *testing.T) {
 		t.Fatal("restamp refused")
 	}
 	pt.mu.Unlock()
-	select {
-	case v := <-got:
-		t.Fatalf("the read answered %q while the write, decided again, was in flight", v)
-	case <-time.After(20 * time.Millisecond): // a wait that should not end: no timing is asserted
-	}
+	stillWaiting(t, got, "while the write, decided again, was in flight")
 	s.confirm(1, "k", again)
 	if v := <-got; v != "new" {
 		t.Fatalf("read %q, want the write it waited for", v)
@@ -110,11 +113,7 @@ func TestReadsWaitPastAFailedWriteForTheOneBelow(t *testing.T) {
 	second := decideWrite(s, "k", "second")
 	got := readInBackground(context.Background(), s, "k")
 	s.abandon(1, "k", second)
-	select {
-	case v := <-got:
-		t.Fatalf("the read answered %q while the first write was in flight", v)
-	case <-time.After(20 * time.Millisecond): // a wait that should not end: no timing is asserted
-	}
+	stillWaiting(t, got, "while the first write was in flight")
 	s.confirm(1, "k", first)
 	if v := <-got; v != "first" {
 		t.Fatalf("read %q, want the first write, confirmed", v)
