@@ -132,16 +132,16 @@ func (c *nearCache) keep(h uint64, key string, value []byte, version, seq uint64
 		until = min(until, sent+int64(left))
 	}
 	now := c.now()
-	if until <= now || c.clearedAt.Load() > seq {
-		return
-	}
 	size := int64(len(key) + len(value))
-	if size > c.maxBytes/nearShards {
-		return // one value would crowd out a shard
+	if until <= now || size > c.maxBytes/nearShards { // one value would crowd out a shard
+		return
 	}
 	sh := c.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if c.clearedAt.Load() > seq {
+		return // cleared since (checked under the lock: clear takes it after)
+	}
 	if d, ok := sh.dropped[key]; ok && d.seq > seq {
 		return // its owner forgot this holder since: a write is under way
 	}
