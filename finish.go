@@ -147,7 +147,7 @@ func (n *Node) finish(ctx context.Context, w finishWrite) bool {
 		n.log.Debug("ghost: a write that may be on a copy is not confirmed yet", "key", w.replica.key, "err", err)
 		return false
 	}
-	n.settleNear(nil, w.p, w.replica.key, w.replica.ver)
+	n.settleNear(w.p, w.replica.key, w.replica.ver)
 	n.store.confirm(w.p, w.replica.key, w.replica.ver)
 	return true
 }

@@ -116,9 +116,10 @@ func (n *Node) serveMerge(req *request, c *chunk) response {
 	// A pair handed back may be newer than the one near copies were
 	// granted of: their holders drop them first.
 	for _, pc := range c.pairs {
-		if hs := n.nearGrants.take(c.partition, pc.key); len(hs) > 0 {
-			n.invalidateHolders(hs, pc.key, pc.version)
-		}
+		n.tellNear(c.partition, pc.key, pc.version)
+	}
+	for _, pc := range c.pairs {
+		n.awaitTelling(c.partition, pc.key)
 	}
 	pt := n.store.lock(c.partition)
 	t := n.table.Load()

@@ -35,7 +35,8 @@ type nearGrants struct {
 type nearGrantPart struct {
 	mu      sync.Mutex
 	holders map[string][]nearHolder
-	grants  int // since the last sweep of ended leases
+	telling map[string][]*nearInvalidation // invalidations of each key on their way
+	grants  int                            // since the last sweep of ended leases
 }
 
 type nearHolder struct {
@@ -167,19 +168,50 @@ type nearInvalidation struct {
 }
 
 // tellNear starts telling the holders of key's near copies, of partition
-// p, to drop them for the write at version; wait waits for it. It starts
-// nothing when the key has none.
+// p, to drop them for the write at version. It starts nothing when the key
+// has none. Every write of the key waits for it (settleNear), not only
+// its own: a write decided meanwhile finds no holder left to tell, yet
+// must not be confirmed while one may still serve the value before both.
 func (n *Node) tellNear(p int, key string, version uint64) *nearInvalidation {
-	hs := n.nearGrants.take(p, key)
+	g := &n.nearGrants
+	if g.count.Load() == 0 {
+		return nil
+	}
+	pt := &g.parts[p]
+	hs := g.take(p, key)
 	if len(hs) == 0 {
 		return nil
 	}
 	inv := &nearInvalidation{done: make(chan struct{})}
+	pt.mu.Lock()
+	if pt.telling == nil {
+		pt.telling = map[string][]*nearInvalidation{}
+	}
+	pt.telling[key] = append(pt.telling[key], inv)
+	pt.mu.Unlock()
 	n.goBackground(func() {
-		defer close(inv.done)
 		n.invalidateHolders(hs, key, version)
+		pt.mu.Lock()
+		pt.telling[key] = slices.DeleteFunc(pt.telling[key], func(i *nearInvalidation) bool { return i == inv })
+		if len(pt.telling[key]) == 0 {
+			delete(pt.telling, key)
+		}
+		pt.mu.Unlock()
+		close(inv.done)
 	})
 	return inv
+}
+
+// awaitTelling waits for every invalidation of key, of partition p, on
+// its way when it is called.
+func (n *Node) awaitTelling(p int, key string) {
+	pt := &n.nearGrants.parts[p]
+	pt.mu.Lock()
+	pending := slices.Clone(pt.telling[key])
+	pt.mu.Unlock()
+	for _, inv := range pending {
+		<-inv.done
+	}
 }
 
 // invalidateHolders tells each holder at once and returns when each has
@@ -211,16 +243,13 @@ func (n *Node) invalidateHolders(hs []nearHolder, key string, version uint64) {
 }
 
 // settleNear returns once no near copy older than the write of key at
-// version, of partition p, can be served: the holders told by inv (from
-// tellNear, or nil) and any recorded since have dropped theirs, and the
-// partition's guard has passed. The write may then be confirmed.
-func (n *Node) settleNear(inv *nearInvalidation, p int, key string, version uint64) {
-	if inv != nil {
-		<-inv.done
-	}
-	if hs := n.nearGrants.take(p, key); len(hs) > 0 {
-		n.invalidateHolders(hs, key, version)
-	}
+// version, of partition p, can be served: every holder told of a write of
+// the key (this one's, since tellNear, and any other's still on its way)
+// and any recorded since has dropped its copy or seen its lease end, and
+// the partition's guard has passed. The write may then be confirmed.
+func (n *Node) settleNear(p int, key string, version uint64) {
+	n.tellNear(p, key, version) // the holders recorded since inv began
+	n.awaitTelling(p, key)      // this write's, theirs, and those of the key's other writes
 	if wait := time.Duration(n.nearGrants.guard[p].Load() - n.nearGrants.now()); wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()

@@ -160,7 +160,7 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	}
 	switch now := n.table.Load(); {
 	case err == nil:
-		n.settleNear(near, p, pair.key, pair.version)
+		n.settleNear(p, pair.key, pair.version)
 		n.store.confirm(p, req.key, pair.version)
 	case errors.Is(err, errOnSomeCopy) && now.isPrimary(p):
 		if near != nil {
