@@ -7,15 +7,17 @@ import (
 	"time"
 )
 
-// Writes in flight. A primary applies a write at once but serves it only
-// once its copies confirm it: until then the entry is unconfirmed
-// (store.go) and readers are served the confirmed entry before it, so a
-// write that fails was never seen. A copy applies it at once too, pending
-// until the primary's commit (commit.go). A read that finds its key's
-// newest write in flight, on the primary or on a copy, waits until it is
-// confirmed (committed), has failed, or is replaced, looking at the key
-// afresh at every wake (at most settleWait, or the reader's context), and
-// then answers. Only readers of a key with a write in flight wait, for
+// Writes in flight on their primary. A primary applies a write at once but
+// serves it only once its copies confirm it: until then the entry is
+// unconfirmed (store.go) and readers are served the confirmed entry before
+// it, so a write that fails was never seen. A copy, though, serves a write
+// as soon as it has applied it, when a reader reaches the copy (its
+// primary suspected down, or the copy is the reader's own node). So that a
+// reader of the primary never gets the older value after a reader of a
+// copy got the newer one, a read on the primary that finds its key's
+// newest entry unconfirmed waits until that write is confirmed, has
+// failed, or is replaced (at most settleWait, or the reader's context),
+// and then answers. Only readers of a key with a write in flight wait, for
 // about one copy's round trip.
 
 // settleSignal wakes the readers of a partition waiting for a write to
