@@ -488,15 +488,6 @@ func (n *Node) applyTable(t *table) bool {
 	t = t.withSelf(n.self.name)
 	n.nearTableChange(cur, t) // before any write can be decided under t
 	n.table.Store(t)
-	if adopt := newlyPrimary(cur, t); len(adopt) > 0 {
-		// The copies this node holds pending are its writes to finish now
-		// (commit.go); readers wait for them meanwhile.
-		n.goBackground(func() {
-			for _, p := range adopt {
-				n.adoptPending(p)
-			}
-		})
-	}
 	n.markPrimaries(t)
 	// A node the others went on without (the far side of a split, a pause
 	// taken for a crash) was dropped from the table and maybe added again:

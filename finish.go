@@ -149,6 +149,5 @@ func (n *Node) finish(ctx context.Context, w finishWrite) bool {
 	}
 	n.settleNear(w.p, w.replica.key, w.replica.ver)
 	n.store.confirm(w.p, w.replica.key, w.replica.ver)
-	n.commit(w.p, w.replica.key, w.replica.ver)
 	return true
 }

@@ -171,11 +171,10 @@ type Node struct {
 	catchingUp   atomic.Bool  // catchUp is running
 	snapshots    snapshots    // the DataDir: snapshots and warm restart (snapshot.go)
 	merges       mergeSessions
-	loads        loadLeases  // GetOrLoad's leases, of the partitions this node is the primary of (load.go)
-	finishing    finishing   // failed writes that may be on a copy, sent again (finish.go)
-	commits      commitQueue // commits to send to the copies (commit.go)
-	near         *nearCache  // near copies of other owners' keys, or nil (near.go)
-	nearGrants   nearGrants  // the near leases granted as a primary (nearlease.go)
+	loads        loadLeases // GetOrLoad's leases, of the partitions this node is the primary of (load.go)
+	finishing    finishing  // failed writes that may be on a copy, sent again (finish.go)
+	near         *nearCache // near copies of other owners' keys, or nil (near.go)
+	nearGrants   nearGrants // the near leases granted as a primary (nearlease.go)
 
 	// gossipPeers are the live peers as memberlist's events report them,
 	// guarded by gossipMu. Membership is read from this copy: the nodes
@@ -244,7 +243,6 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.requestIDs.init()
 	n.lease.init()
 	n.finishing.init()
-	n.commits.init()
 	n.nearGrants.init(cfg.PartitionCount, cfg.NearCacheLease, n.stats)
 	if cfg.NearCacheKeys > 0 {
 		n.near = newNearCache(cfg.NearCacheKeys, cfg.NearCacheBytes, cfg.NearCacheLease, n.stats)
@@ -288,7 +286,6 @@ func Join(ctx context.Context, cfg Config) (*Node, error) {
 	n.goBackground(n.leaseLoop)
 	n.goBackground(n.evictionLoop)
 	n.goBackground(n.finishLoop)
-	n.goBackground(n.commitLoop)
 	if n.near != nil {
 		n.goBackground(n.nearRenewLoop)
 	}

@@ -289,7 +289,7 @@ func (n *Node) serveTransfer(_ context.Context, req *request) response {
 			continue // not this partition's: a confused or hostile sender
 		}
 		s.seen[pc.key] = struct{}{}
-		n.store.applyFromPrimary(pt, pc, c.start, false)
+		n.store.applyFromPrimary(pt, pc, c.start)
 	}
 	if c.last {
 		delete(rs.sessions, c.partition)

@@ -221,3 +221,22 @@ func TestNearCacheRenewsLeasesOfKeysInUse(t *testing.T) {
 		t.Fatalf("read %q after the write was acknowledged", v)
 	}
 }
+
+// A renewal request decodes to what was encoded, and garbage is refused
+// without a panic.
+func FuzzDecodeNearRenewals(f *testing.F) {
+	f.Add(appendNearRenewals(nil, "10.0.0.1:7991", []nearRenewal{{key: "a", version: 1}, {key: "price:AMZN", version: 1 << 60}}))
+	f.Add(appendNearRenewals(nil, "", nil))
+	f.Add([]byte{0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		holder, keys, err := decodeNearRenewals(b)
+		if err != nil {
+			return
+		}
+		// Varints may be longer than they need be: compare what they say.
+		holder2, keys2, err := decodeNearRenewals(appendNearRenewals(nil, holder, keys))
+		if err != nil || holder2 != holder || !slices.Equal(keys2, keys) {
+			t.Fatalf("%x decodes to %q %v, which does not decode back (%q %v, %v)", b, holder, keys, holder2, keys2, err)
+		}
+	})
+}

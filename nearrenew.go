@@ -3,6 +3,7 @@ package ghost
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -19,6 +20,16 @@ import (
 // nearIdle is how many leases a near copy stays renewed without a hit.
 const nearIdle = 30
 
+// nearRenewBatch bounds the keys of one renewal call.
+const nearRenewBatch = 512
+
+// nearRenewal is one key to renew: its hash, name and version.
+type nearRenewal struct {
+	h       uint64
+	key     string
+	version uint64
+}
+
 // nearRenewLoop renews the near leases every quarter lease until the node
 // closes.
 func (n *Node) nearRenewLoop() {
@@ -31,7 +42,7 @@ func (n *Node) renewNear() {
 	c := n.near
 	t := n.table.Load()
 	now := c.now()
-	byOwner := map[string][]keyVersion{}
+	byOwner := map[string][]nearRenewal{}
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
@@ -44,7 +55,7 @@ func (n *Node) renewNear() {
 				h := hashKey(k)
 				if t.self >= 0 || t.version > 0 {
 					owner := t.members[t.owners[n.partitionOfHash(h)][0]].addr
-					byOwner[owner] = append(byOwner[owner], keyVersion{h, k, e.version})
+					byOwner[owner] = append(byOwner[owner], nearRenewal{h, k, e.version})
 				}
 			}
 		}
@@ -55,7 +66,7 @@ func (n *Node) renewNear() {
 			continue // this node's own keys are read in place
 		}
 		for len(keys) > 0 {
-			batch := keys[:min(len(keys), keyVersionBatch)]
+			batch := keys[:min(len(keys), nearRenewBatch)]
 			keys = keys[len(batch):]
 			if err := n.renewAt(owner, t.version, batch); err != nil {
 				n.log.Debug("ghost: could not renew near leases; they end", "owner", owner, "err", err)
@@ -66,12 +77,12 @@ func (n *Node) renewNear() {
 
 // renewAt asks owner to renew batch, under table version tver, and extends
 // the leases it renews.
-func (n *Node) renewAt(owner string, tver uint64, batch []keyVersion) error {
+func (n *Node) renewAt(owner string, tver uint64, batch []nearRenewal) error {
 	c := n.near
 	ctx, cancel := context.WithTimeout(context.Background(), c.lease/2)
 	defer cancel()
 	seq, sent := c.seq.Load(), c.now()
-	resp, err := n.peers.get(owner).call(ctx, &request{op: opNearRenew, tver: tver, value: appendKeyVersions(nil, n.addr, batch)})
+	resp, err := n.peers.get(owner).call(ctx, &request{op: opNearRenew, tver: tver, value: appendNearRenewals(nil, n.addr, batch)})
 	if err != nil {
 		return err
 	}
@@ -116,7 +127,7 @@ func (c *nearCache) extend(h uint64, key string, version, seq uint64, sent int64
 // pairs are still the versions it holds, on the partitions this node is
 // the primary of by the holder's table.
 func (n *Node) serveNearRenew(_ context.Context, req *request) response {
-	holder, keys, err := decodeKeyVersions(req.value)
+	holder, keys, err := decodeNearRenewals(req.value)
 	if err != nil {
 		return response{id: req.id, status: statusError, msg: err.Error()}
 	}
@@ -144,11 +155,67 @@ func (n *Node) serveNearRenew(_ context.Context, req *request) response {
 	return response{id: req.id, tver: t.version, value: out}
 }
 
+// appendNearRenewals encodes a renewal request: the holder's address, then
+// each key and the version its copy holds.
+func appendNearRenewals(b []byte, holder string, keys []nearRenewal) []byte {
+	b = binary.AppendUvarint(b, uint64(len(holder)))
+	b = append(b, holder...)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, r := range keys {
+		b = binary.AppendUvarint(b, uint64(len(r.key)))
+		b = append(b, r.key...)
+		b = binary.AppendUvarint(b, r.version)
+	}
+	return b
+}
+
+var errBadNearRenewal = errors.New("ghost: malformed near lease renewal")
+
+// decodeNearRenewals reads what appendNearRenewals wrote; keys are checked
+// as any key is.
+func decodeNearRenewals(b []byte) (holder string, keys []nearRenewal, err error) {
+	str := func() (string, bool) {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) || l > 1024 {
+			return "", false
+		}
+		s := string(b[k : k+int(l)])
+		b = b[k+int(l):]
+		return s, true
+	}
+	var ok bool
+	if holder, ok = str(); !ok {
+		return "", nil, errBadNearRenewal
+	}
+	count, k := binary.Uvarint(b)
+	if k <= 0 || count > nearRenewBatch {
+		return "", nil, errBadNearRenewal
+	}
+	b = b[k:]
+	keys = make([]nearRenewal, 0, count)
+	for range count {
+		key, ok := str()
+		if !ok || checkKey(key) != nil {
+			return "", nil, errBadNearRenewal
+		}
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			return "", nil, errBadNearRenewal
+		}
+		b = b[k:]
+		keys = append(keys, nearRenewal{key: key, version: v})
+	}
+	if len(b) != 0 {
+		return "", nil, errBadNearRenewal
+	}
+	return holder, keys, nil
+}
+
 // decodeNearRenewed reads a renewal's reply for count keys: the lease, and
 // per key the pair's time left (0: no expiry; -1: not renewed).
 func decodeNearRenewed(b []byte, count int) (time.Duration, []int64, error) {
 	if len(b) < 8 {
-		return 0, nil, errBadKeyVersions
+		return 0, nil, errBadNearRenewal
 	}
 	lease := time.Duration(binary.BigEndian.Uint64(b))
 	b = b[8:]
@@ -156,7 +223,7 @@ func decodeNearRenewed(b []byte, count int) (time.Duration, []int64, error) {
 	for i := range lefts {
 		v, k := binary.Varint(b)
 		if k <= 0 {
-			return 0, nil, errBadKeyVersions
+			return 0, nil, errBadNearRenewal
 		}
 		lefts[i], b = v, b[k:]
 	}

@@ -162,7 +162,6 @@ func (n *Node) serveWrite(ctx context.Context, req *request) response {
 	case err == nil:
 		n.settleNear(p, pair.key, pair.version)
 		n.store.confirm(p, req.key, pair.version)
-		n.commit(p, req.key, pair.version)
 	case errors.Is(err, errOnSomeCopy) && now.isPrimary(p):
 		if near != nil {
 			<-near.done // its holders are told before the write is retried
@@ -359,7 +358,7 @@ func (n *Node) serveReplica(_ context.Context, req *request) response {
 		pt.mu.Unlock()
 		return response{id: req.id, tver: t.version}
 	}
-	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: expiryAt(req.ttl, n.store.now()), version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0, true)
+	_, newer := n.store.applyFromPrimary(pt, pairCopy{key: req.key, value: req.value, expires: expiryAt(req.ttl, n.store.now()), version: req.ver, tombstone: req.flags&flagTombstone != 0}, 0)
 	if newer == 0 {
 		n.decided[p].record(req.rid, req.flags&flagDone != 0, time.Now(), n.dedupeRetention())
 	}

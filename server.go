@@ -145,7 +145,6 @@ const (
 	opNearGet                       // a read that asks for a near lease (near.go)
 	opNearInvalidate                // primary → near holder: drop the key's copy
 	opNearRenew                     // near holder → primary: renew the leases of many keys (nearrenew.go)
-	opCommit                        // primary → copy: these writes are on every copy (commit.go)
 )
 
 // handlers serve each op; an op without one is answered with an error.
@@ -171,7 +170,6 @@ var handlers = map[Op]func(n *Node, ctx context.Context, req *request) response{
 	opNearGet:         (*Node).serveNearGet,
 	opNearInvalidate:  (*Node).serveNearInvalidate,
 	opNearRenew:       (*Node).serveNearRenew,
-	opCommit:          (*Node).serveCommit,
 }
 
 // serve executes a request on this node. Forwarded requests and local ones

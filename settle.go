@@ -64,27 +64,22 @@ func inFlightIn(e *entry) *entry {
 	for e != nil && e.unconfirmed.Load() && e.abandoned.Load() {
 		e = e.prior.Load()
 	}
-	if e != nil && e.unsettled() {
+	if e != nil && e.unconfirmed.Load() {
 		return e
 	}
 	return nil
 }
 
-// unsettled reports whether e is a write not all copies are known to hold:
-// unconfirmed on its primary, pending on a backup.
-func (e *entry) unsettled() bool { return e.unconfirmed.Load() || e.pending.Load() }
-
 // awaitSettled waits, within ctx and the store's settleWait, until no
 // write of key (of hash h) in pt is in flight, looking at the index afresh
 // at every wake (the write waited for may have been replaced or decided
-// again), and returns the key's entry to serve from; late is the write
-// still in flight when settleWait ran out.
-func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, key string) (head, late *entry) {
+// again), and returns the key's entry to serve from.
+func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, key string) *entry {
 	var timer *time.Timer
 	for {
 		head := pt.index.load(h, key)
 		if inFlightIn(head) == nil {
-			return head, nil
+			return head
 		}
 		ch := pt.settled.channel()
 		if inFlightIn(pt.index.load(h, key)) == nil { // settled before the channel was taken
@@ -100,12 +95,11 @@ func (s *store) awaitSettled(ctx context.Context, pt *partition, h uint64, key s
 			pt.settled.done()
 		case <-ctx.Done():
 			pt.settled.done()
-			return pt.index.load(h, key), nil
+			return pt.index.load(h, key)
 		case <-timer.C:
 			pt.settled.done()
 			s.settleTimeouts.Add(1)
-			head := pt.index.load(h, key)
-			return head, inFlightIn(head)
+			return pt.index.load(h, key)
 		}
 	}
 }
@@ -148,9 +142,9 @@ func unconfirmedAtLocked(pt *partition, key string, version uint64) *entry {
 // holds: the newest confirmed entry of e's chain of unconfirmed writes
 // (nil when there is none).
 func visible(e *entry) *entry {
-	for e != nil && e.unsettled() {
+	for e != nil && e.unconfirmed.Load() {
 		prior := e.prior.Load()
-		if !e.unsettled() { // confirmed meanwhile: prior may be cleared
+		if !e.unconfirmed.Load() { // confirmed meanwhile: prior may be cleared
 			return e
 		}
 		e = prior
@@ -211,9 +205,6 @@ func (s *store) confirmLocked(pt *partition, key string, version uint64) {
 		e.prior.Store(nil) // after unconfirmed: see visible
 		pt.settled.wake()
 		return
-	}
-	if commitLocked(pt, key, version) {
-		return // a copy this node held pending, made the primary since
 	}
 	if e := pt.load(key); e == nil || e.version < version {
 		// Forgotten (expired, evicted) before its copies confirmed it, so

@@ -106,14 +106,7 @@ type entry struct {
 	// abandoned: unconfirmed, and its write failed or was decided again:
 	// readers do not wait for it (settle.go).
 	abandoned atomic.Bool
-	// pending: a copy of a write this node applied as a backup, which its
-	// primary has not yet said every copy has (commit.go). Readers here
-	// wait for that word, as readers of the primary wait for its copies:
-	// a write its primary may still drop must not be read from a backup.
-	// Set before the entry is published; cleared by the primary's commit,
-	// or when this node, made the primary, finishes the write.
-	pending atomic.Bool
-	// prior: while unconfirmed (or pending), the entry it replaced (nil: none), itself
+	// prior: while unconfirmed, the entry it replaced (nil: none), itself
 	// maybe unconfirmed: readers are served the newest confirmed entry down
 	// this chain (visible), since a read must not return a write that may
 	// never be acknowledged (its copies cut off, the primary dying before
@@ -187,17 +180,10 @@ func (s *store) getHashed(ctx context.Context, p int, h uint64, key string) ([]b
 func (s *store) liveHashed(ctx context.Context, p int, h uint64, key string) *entry {
 	pt := &s.parts[p]
 	head := pt.index.load(h, key)
-	var late *entry
-	if head != nil && head.unsettled() {
-		head, late = s.awaitSettled(ctx, pt, h, key)
+	if head != nil && head.unconfirmed.Load() {
+		head = s.awaitSettled(ctx, pt, h, key)
 	}
 	e := visible(head)
-	if late != nil && late.pending.Load() {
-		// A copy whose commit did not come within settleWait: its primary
-		// is most likely gone after acknowledging it, and it is served
-		// as a backup's copy always was.
-		e = late
-	}
 	if e == nil || e.tombstone {
 		return nil
 	}
@@ -304,21 +290,15 @@ func (s *store) mergeLocked(pt *partition, c pairCopy) bool {
 // newerLocked keeps c when it is newer than pt's entry for its key and
 // than the last flush.
 func (s *store) newerLocked(pt *partition, c pairCopy) bool {
-	if !s.isNewerLocked(pt, c) {
-		return false
-	}
-	s.put(pt, pt.load(c.key), c)
-	return true
-}
-
-// isNewerLocked reports whether c is newer than pt's entry for its key
-// and than the last flush.
-func (s *store) isNewerLocked(pt *partition, c pairCopy) bool {
 	if c.version <= s.flushedAt.Load() {
 		return false
 	}
 	e := pt.load(c.key)
-	return e == nil || c.version > e.version
+	if e != nil && c.version <= e.version {
+		return false
+	}
+	s.put(pt, e, c)
+	return true
 }
 
 // applyFromPrimary applies a copy sent by the partition's primary: a
@@ -336,18 +316,14 @@ func (s *store) isNewerLocked(pt *partition, c pairCopy) bool {
 // It reports whether the copy was kept, and the version of the newer
 // entry that refused it (0 when it was kept, or when it repeats the
 // entry this node holds: a copy sent again).
-//
-// A write's copy (pending) is kept pending: readers here wait for its
-// primary's commit (commit.go).
-func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64, pending bool) (kept bool, newer uint64) {
+func (s *store) applyFromPrimary(pt *partition, c pairCopy, start uint64) (kept bool, newer uint64) {
 	s.versions.observe(c.version)
 	e := pt.load(c.key)
 	if e != nil && (e.unconfirmed.Load() || e.version < start) && c.version > s.flushedAt.Load() {
-		s.putCopy(pt, e, c, pending)
+		s.put(pt, e, c)
 		return true, 0
 	}
-	if s.isNewerLocked(pt, c) {
-		s.putCopy(pt, e, c, pending)
+	if s.newerLocked(pt, c) {
 		return true, 0
 	}
 	if e != nil && e.version > c.version {
@@ -368,20 +344,6 @@ func (s *store) put(pt *partition, old *entry, c pairCopy) *entry {
 func (s *store) putDecided(pt *partition, old *entry, c pairCopy) *entry {
 	e := newEntry(c)
 	e.unconfirmed.Store(true)
-	if old != nil {
-		e.prior.Store(old)
-	}
-	return s.publish(pt, old, e)
-}
-
-// putCopy is put for a copy from the partition's primary: a write's copy
-// is pending until the primary's commit, readers waiting for it.
-func (s *store) putCopy(pt *partition, old *entry, c pairCopy, pending bool) *entry {
-	if !pending {
-		return s.put(pt, old, c)
-	}
-	e := newEntry(c)
-	e.pending.Store(true)
 	if old != nil {
 		e.prior.Store(old)
 	}

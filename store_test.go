@@ -270,7 +270,7 @@ func TestStoreForgettingStaysForgotten(t *testing.T) {
 	// The primary's own copies are the partition: its watermark does not
 	// apply to them.
 	pt := s.lock(2)
-	kept, _ := s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("v"), version: old}, 0, false)
+	kept, _ := s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("v"), version: old}, 0)
 	pt.mu.Unlock()
 	if !kept {
 		t.Error("a copy from the primary was refused for the watermark")
@@ -353,11 +353,11 @@ func TestStoreUnconfirmedYieldsToThePrimary(t *testing.T) {
 		t.Error("a merge replaced a newer write")
 	}
 	// The primary's copies replace them, a write's copy or a stream's.
-	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "copied", value: []byte("primary"), version: high - 2}, 0, false); !kept {
+	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "copied", value: []byte("primary"), version: high - 2}, 0); !kept {
 		t.Error("a write's copy from the primary was refused")
 	}
 	start := high - 10
-	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("primary"), version: start - 1}, start, false); !kept {
+	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "streamed", value: []byte("primary"), version: start - 1}, start); !kept {
 		t.Error("a streamed copy from the primary was refused")
 	}
 	// The end of the stream drops what the primary did not send.
@@ -378,7 +378,7 @@ func TestStoreUnconfirmedYieldsToThePrimary(t *testing.T) {
 	// A confirmed pair newer than the stream's start stays.
 	s.set(1, "confirmed", []byte("new"), 0, false)
 	pt = s.lock(1)
-	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "confirmed", value: []byte("old"), version: start}, start, false); kept {
+	if kept, _ := s.applyFromPrimary(pt, pairCopy{key: "confirmed", value: []byte("old"), version: start}, start); kept {
 		t.Error("a stream's older copy replaced a confirmed newer pair")
 	}
 	pt.mu.Unlock()
