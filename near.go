@@ -127,10 +127,7 @@ func (c *nearCache) admit(h uint64, key string) bool {
 // pair's TTL, left, when not 0) to a read sent at sent, when c's
 // invalidation number was seq.
 func (c *nearCache) keep(h uint64, key string, value []byte, version, seq uint64, sent int64, lease, left time.Duration) {
-	until := sent + int64(min(lease, c.lease))
-	if left > 0 {
-		until = min(until, sent+int64(left))
-	}
+	until := c.leaseEnd(sent, lease, left)
 	now := c.now()
 	size := int64(len(key) + len(value))
 	if until <= now || size > c.maxBytes/nearShards { // one value would crowd out a shard
@@ -160,6 +157,17 @@ func (c *nearCache) keep(h uint64, key string, value []byte, version, seq uint64
 	c.keys.Add(1)
 	c.bytes.Add(size)
 	c.stats.nearKept.Add(1)
+}
+
+// leaseEnd is when a near copy granted for lease to a read sent at sent
+// ends: the shorter of the grantor's lease and this cache's, and no later
+// than its pair's expiry, left after it (0: none).
+func (c *nearCache) leaseEnd(sent int64, lease, left time.Duration) int64 {
+	until := sent + int64(min(lease, c.lease))
+	if left > 0 {
+		until = min(until, sent+int64(left))
+	}
+	return until
 }
 
 // evictOneLocked drops one entry of sh, at random (the map's order): hot

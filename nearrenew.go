@@ -104,10 +104,7 @@ func (n *Node) renewAt(owner string, tver uint64, batch []nearRenewal) error {
 // extend moves the end of key's lease, when its copy is still version and
 // no invalidation or clear since seq came; see keep.
 func (c *nearCache) extend(h uint64, key string, version, seq uint64, sent int64, lease, left time.Duration) {
-	until := sent + int64(min(lease, c.lease))
-	if left > 0 {
-		until = min(until, sent+int64(left))
-	}
+	until := c.leaseEnd(sent, lease, left)
 	sh := c.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
